@@ -1,0 +1,19 @@
+"""Typed signatures of the compiled module zkernels._coalesce."""
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+class CoalescedRanges(NamedTuple):
+    groups: npt.NDArray[np.uint64]
+    request_group: npt.NDArray[np.intp]
+    request_offset: npt.NDArray[np.uint64]
+
+def coalesce_ranges(
+    offsets: Sequence[int] | npt.NDArray[np.integer],
+    lengths: Sequence[int] | npt.NDArray[np.integer],
+    *,
+    max_gap_bytes: int,
+    max_coalesced_bytes: int,
+) -> CoalescedRanges: ...
