@@ -1,0 +1,336 @@
+"""Codec chains that zkernels decodes and encodes itself, one chunk at a time.
+
+A :class:`ChunkChain` is built from a zarr codec list when every codec in it is one we know how to
+run without zarr's async machinery: ``transpose`` (array to array), ``bytes`` or zarr v2's
+compressor/filters (array to bytes), and any bytes-to-bytes codec with a synchronous path (zstd,
+blosc, gzip, crc32c, numcodecs wrappers). :meth:`ChunkChain.bind` fixes it to one chunk spec.
+
+Every transformation mirrors what zarr 3.1's codecs do, so that stored bytes are identical:
+encoding goes through the very numcodecs objects zarr uses; only decoding of zstd (a reusable
+context per thread) and crc32c (our kernel) takes a different, faster, route to the same result.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from math import prod
+from typing import Any
+
+import numpy as np
+from numcodecs.compat import ensure_bytes, ensure_ndarray_like
+from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec, Codec
+from zarr.codecs.bytes import BytesCodec
+from zarr.codecs.crc32c_ import Crc32cCodec
+from zarr.codecs.transpose import TransposeCodec
+from zarr.codecs.zstd import ZstdCodec
+from zarr.core.array_spec import ArraySpec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.buffer.cpu import as_numpy_array_wrapper
+from zarr.core.codec_pipeline import fill_value_or_default
+from zarr.core.dtype.common import HasEndianness
+
+from zkernels._crc32c import crc32c
+from zkernels.errors import ChecksumError, CorruptChunkError
+
+try:  # reusable decompression contexts; numcodecs makes a new one per call
+    import zstandard as _zstandard
+except ImportError:  # pragma: no cover - optional
+    _zstandard = None
+
+try:
+    from zarr.codecs._v2 import V2Codec
+except ImportError:  # pragma: no cover
+    V2Codec = None  # type: ignore[assignment,misc]
+
+try:
+    from zarr.codecs.numcodecs._codecs import _NumcodecsBytesBytesCodec
+except ImportError:  # pragma: no cover
+    _NumcodecsBytesBytesCodec = None  # type: ignore[assignment,misc]
+
+
+class Unsupported(Exception):
+    """Internal: a codec list zkernels does not run itself (the reason is the message)."""
+
+
+def _u8(buf: Any) -> np.ndarray:
+    """A 1-d uint8 view of any contiguous buffer (no copy)."""
+    if isinstance(buf, np.ndarray):
+        if buf.dtype == np.uint8 and buf.ndim == 1:
+            return buf
+        return buf.reshape(-1).view(np.uint8)
+    return np.frombuffer(buf, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# bytes-to-bytes steps
+
+
+class _ZstdStep:
+    """zstd: decode through a per-thread reusable context; encode through numcodecs (as zarr)."""
+
+    _local = threading.local()
+
+    def __init__(self, codec: ZstdCodec) -> None:
+        self.codec = codec
+        self.numcodec = codec._zstd_codec
+
+    def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
+        if _zstandard is not None:
+            dctx = getattr(self._local, "dctx", None)
+            if dctx is None:
+                dctx = self._local.dctx = _zstandard.ZstdDecompressor()
+            try:
+                return np.frombuffer(dctx.decompress(buf), dtype=np.uint8)
+            except _zstandard.ZstdError:
+                pass  # e.g. a frame without its content size: numcodecs streams those
+        return _u8(self.numcodec.decode(buf))
+
+    def encode(self, buf: np.ndarray) -> np.ndarray:
+        return _u8(self.numcodec.encode(buf))
+
+
+class _Crc32cStep:
+    """crc32c: 4-byte little-endian checksum appended to the data (zarr's crc32c codec)."""
+
+    def __init__(self, codec: Crc32cCodec) -> None:
+        self.codec = codec
+
+    def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
+        if buf.size < 4:
+            raise CorruptChunkError(
+                f"chunk of {buf.size} bytes is too short to hold its 4-byte crc32c checksum"
+            )
+        inner = buf[:-4]
+        if validate:
+            stored = int.from_bytes(buf[-4:].tobytes(), "little")
+            computed = crc32c(inner)
+            if stored != computed:
+                raise ChecksumError(
+                    f"chunk crc32c mismatch: stored 0x{stored:08x}, computed 0x{computed:08x} "
+                    f"over {inner.size} bytes"
+                )
+        return inner
+
+    def encode(self, buf: np.ndarray) -> np.ndarray:
+        out = np.empty(buf.size + 4, dtype=np.uint8)
+        out[:-4] = buf
+        out[-4:] = np.frombuffer(crc32c(buf).to_bytes(4, "little"), dtype=np.uint8)
+        return out
+
+
+class _SyncCodecStep:
+    """Any zarr bytes-to-bytes codec with ``_decode_sync`` / ``_encode_sync`` (blosc, gzip...)."""
+
+    def __init__(self, codec: BytesBytesCodec, spec: ArraySpec) -> None:
+        self.codec = codec
+        self.spec = spec
+        self.buffer = default_buffer_prototype().buffer
+
+    def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
+        out = self.codec._decode_sync(self.buffer.from_array_like(buf), self.spec)
+        return _u8(out.as_numpy_array())
+
+    def encode(self, buf: np.ndarray) -> np.ndarray:
+        out = self.codec._encode_sync(self.buffer.from_array_like(buf), self.spec)
+        return _u8(out.as_numpy_array())
+
+
+class _NumcodecsStep:
+    """A ``zarr.codecs.numcodecs`` wrapper: its numcodecs object, as zarr's wrapper calls it."""
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+        self.prototype = default_buffer_prototype()
+
+    def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
+        out = as_numpy_array_wrapper(
+            self.codec._codec.decode, self.prototype.buffer.from_array_like(buf), self.prototype
+        )
+        return _u8(out.as_numpy_array())
+
+    def encode(self, buf: np.ndarray) -> np.ndarray:
+        out = as_numpy_array_wrapper(
+            self.codec._codec.encode, self.prototype.buffer.from_array_like(buf), self.prototype
+        )
+        return _u8(out.as_numpy_array())
+
+
+def _bytes_step(codec: BytesBytesCodec, spec: ArraySpec) -> Any:
+    if type(codec) is ZstdCodec:
+        return _ZstdStep(codec)
+    if type(codec) is Crc32cCodec:
+        return _Crc32cStep(codec)
+    if _NumcodecsBytesBytesCodec is not None and isinstance(codec, _NumcodecsBytesBytesCodec):
+        return _NumcodecsStep(codec)
+    if hasattr(codec, "_decode_sync") and hasattr(codec, "_encode_sync"):
+        return _SyncCodecStep(codec, spec)
+    raise Unsupported(f"bytes-to-bytes codec {type(codec).__name__} has no synchronous path")
+
+
+# ---------------------------------------------------------------------------------------------
+# chains
+
+
+def _split_codecs(codecs: tuple[Codec, ...]):
+    aa = tuple(c for c in codecs if isinstance(c, ArrayArrayCodec))
+    ab = [c for c in codecs if isinstance(c, ArrayBytesCodec)]
+    bb = tuple(c for c in codecs if isinstance(c, BytesBytesCodec))
+    if len(ab) != 1:
+        raise Unsupported("codec list without exactly one array-to-bytes codec")
+    return aa, ab[0], bb
+
+
+def _native_dtype_ok(dtype: np.dtype) -> bool:
+    # object and variable-width string dtypes are zarr's business
+    return dtype.kind not in ("O", "T") and not dtype.hasobject
+
+
+@dataclass(frozen=True)
+class ChunkChain:
+    """A codec list that zkernels runs itself (not yet bound to a chunk spec)."""
+
+    codecs: tuple[Codec, ...]
+
+    @classmethod
+    def from_codecs(cls, codecs: tuple[Codec, ...]) -> ChunkChain:
+        aa, ab, bb = _split_codecs(codecs)
+        for c in aa:
+            if type(c) is not TransposeCodec:
+                raise Unsupported(f"array-to-array codec {type(c).__name__}")
+        if type(ab) is not BytesCodec and not (V2Codec is not None and type(ab) is V2Codec):
+            raise Unsupported(f"array-to-bytes codec {type(ab).__name__}")
+        for c in bb:
+            _bytes_step(c, None)  # type: ignore[arg-type]  # raises Unsupported
+        return cls(tuple(codecs))
+
+    def bind(self, spec: ArraySpec) -> BoundChain:
+        return BoundChain(self, spec)
+
+
+class BoundChain:
+    """A :class:`ChunkChain` fixed to one chunk spec: decodes and encodes single chunks."""
+
+    def __init__(self, chain: ChunkChain, spec: ArraySpec) -> None:
+        aa, ab, bb = _split_codecs(chain.codecs)
+        self.spec = spec
+        self.shape = tuple(spec.shape)
+        self.native_dtype = np.dtype(spec.dtype.to_native_dtype())
+        if not _native_dtype_ok(self.native_dtype):
+            raise Unsupported(f"data type {spec.dtype} (object or variable-length)")
+        self.fill_value = fill_value_or_default(spec)
+        self.order = spec.order
+        self.write_empty_chunks = spec.config.write_empty_chunks
+        # array-to-array: transposes, with the spec each one sees (zarr resolves in order)
+        self.transposes: list[tuple[int, ...]] = []
+        s = spec
+        for c in aa:
+            self.transposes.append(tuple(int(i) for i in c.order))
+            s = c.resolve_metadata(s)
+        self.encoded_shape = tuple(s.shape)
+        self.v2 = V2Codec is not None and type(ab) is V2Codec
+        if self.v2:
+            if self.transposes:
+                raise Unsupported("transpose before a zarr v2 codec")
+            self.filters = tuple(ab.filters or ())
+            self.compressor = ab.compressor
+            self.stored_dtype = self.native_dtype
+        else:
+            endian = ab.endian.value if ab.endian is not None else None
+            self.endian = endian
+            if isinstance(spec.dtype, HasEndianness):
+                self.stored_dtype = np.dtype(
+                    replace(spec.dtype, endianness=endian).to_native_dtype()
+                )
+            else:
+                self.stored_dtype = self.native_dtype
+        s = ab.resolve_metadata(s)
+        self.steps = []
+        for c in bb:
+            self.steps.append(_bytes_step(c, s))
+            s = c.resolve_metadata(s)
+        self.nbytes = prod(self.shape) * self.native_dtype.itemsize
+        # The dense bulk path copies raw inner-chunk bytes: only a bare `bytes` codec qualifies.
+        self.raw_bytes = not self.transposes and not self.steps and not self.v2
+        self.swap_unit = self._swap_unit()
+
+    def _swap_unit(self) -> int | None:
+        """Byte-swap unit from stored to native order; None if not a plain byte swap."""
+        st, nt = self.stored_dtype, self.native_dtype
+        if st == nt:
+            return 0
+        if st.newbyteorder("=") == nt.newbyteorder("=") and st.kind in "biufcmM":
+            return st.itemsize // 2 if st.kind == "c" else st.itemsize
+        return None
+
+    # -- decode ---------------------------------------------------------------------------
+
+    def decode(self, raw: Any, validate: bool = True) -> np.ndarray:
+        """Decode one chunk's stored bytes to an array of the chunk's shape.
+
+        The result may be a read-only, non-contiguous view (transposes) in the stored byte order.
+        """
+        buf = _u8(raw)
+        for step in reversed(self.steps):
+            buf = step.decode(buf, validate)
+        if self.v2:
+            return self._decode_v2(buf)
+        expected = self.nbytes
+        if buf.size != expected:
+            raise CorruptChunkError(
+                f"chunk decodes to {buf.size} bytes, expected {expected} "
+                f"({self.encoded_shape} x {self.stored_dtype.itemsize} bytes)"
+            )
+        arr = buf.view(self.stored_dtype).reshape(self.encoded_shape)
+        for order in reversed(self.transposes):
+            arr = arr.transpose(np.argsort(order))
+        return arr
+
+    def _decode_v2(self, buf: np.ndarray) -> np.ndarray:
+        chunk: Any = buf
+        if self.compressor is not None:
+            chunk = self.compressor.decode(chunk)
+        for f in reversed(self.filters):
+            chunk = f.decode(chunk)
+        chunk = ensure_ndarray_like(chunk)
+        if chunk.dtype == object:
+            raise Unsupported("zarr v2 filters produced an object array")
+        chunk = chunk.view(self.native_dtype)
+        if chunk.size != prod(self.shape):
+            raise CorruptChunkError(
+                f"chunk decodes to {chunk.size} elements, expected {prod(self.shape)}"
+            )
+        chunk = chunk.reshape(-1, order="A")
+        return chunk.reshape(self.shape, order=self.order)
+
+    # -- encode ---------------------------------------------------------------------------
+
+    def encode(self, arr: np.ndarray) -> np.ndarray:
+        """Encode one chunk (an array of the chunk's shape, native dtype) to its stored bytes."""
+        if self.v2:
+            return self._encode_v2(arr)
+        for order in self.transposes:
+            arr = arr.transpose(order)
+        dtype = arr.dtype
+        if dtype.itemsize > 1 and self.endian is not None and dtype != self.stored_dtype:
+            arr = arr.astype(self.stored_dtype)
+        buf = arr.ravel().view(np.uint8)
+        for step in self.steps:
+            buf = step.encode(buf)
+        return buf
+
+    def _encode_v2(self, arr: np.ndarray) -> np.ndarray:
+        chunk: Any = arr.astype(self.native_dtype, order=self.order, copy=False)
+        for f in self.filters:
+            chunk = f.encode(chunk)
+        if ensure_ndarray_like(chunk).dtype == object:
+            raise Unsupported("zarr v2 filters produced an object array")
+        if self.compressor is not None:
+            chunk = self.compressor.encode(chunk)
+        return np.frombuffer(ensure_bytes(chunk), dtype=np.uint8)
+
+    def new_chunk(self) -> np.ndarray:
+        """A chunk filled with the fill value, in the spec's memory order (as zarr creates it)."""
+        out = np.empty(self.shape, dtype=self.native_dtype, order=self.order)
+        out.fill(self.fill_value)
+        return out

@@ -1,0 +1,83 @@
+"""zkernels options, read from ``zarr.config`` under ``codec_pipeline.zkernels``.
+
+Set them like any zarr option::
+
+    zarr.config.set({"codec_pipeline.zkernels.threads": 4})
+
+or with environment variables (donfig), e.g. ``ZARR_CODEC_PIPELINE__ZKERNELS__THREADS=4``.
+See ``docs/config.md`` for the meaning of each key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import zarr
+
+PREFIX = "codec_pipeline.zkernels"
+
+DEFAULTS: dict[str, object] = {
+    # worker threads for decode/encode and sync store IO; None = os.cpu_count()
+    "threads": None,
+    # byte-range coalescing for partial shard reads
+    "coalesce_max_gap_bytes": 1 << 16,
+    "coalesce_max_bytes": 1 << 24,
+    # verify crc32c checksums (shard index and crc32c codec) on read
+    "validate_checksums": True,
+    # raise UnsupportedError instead of delegating to zarr's default pipeline
+    "strict": False,
+    # use the dense-shard bulk reconstruction kernel where it applies
+    "dense_path": True,
+    # below this many decoded bytes a read or write runs inline, without a thread hop
+    "inline_bytes": 1 << 18,
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    threads: int
+    coalesce_max_gap_bytes: int
+    coalesce_max_bytes: int
+    validate_checksums: bool
+    strict: bool
+    dense_path: bool
+    inline_bytes: int
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def options() -> Options:
+    """The options in force now (one zarr.config lookup)."""
+    user = zarr.config.get(PREFIX, None) or {}
+    merged = {**DEFAULTS, **{k: v for k, v in dict(user).items() if k in DEFAULTS}}
+    unknown = set(dict(user)) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"unknown zkernels option(s) {sorted(unknown)} under {PREFIX!r}; "
+            f"known: {sorted(DEFAULTS)}"
+        )
+    threads = merged["threads"]
+    threads = int(threads) if threads not in (None, "", "None") else (os.cpu_count() or 1)
+    if threads < 1:
+        raise ValueError(f"{PREFIX}.threads must be >= 1, got {threads}")
+    gap = int(merged["coalesce_max_gap_bytes"])
+    max_bytes = int(merged["coalesce_max_bytes"])
+    if gap < 0 or max_bytes < 1:
+        raise ValueError(
+            f"{PREFIX}.coalesce_max_gap_bytes must be >= 0 and coalesce_max_bytes >= 1, "
+            f"got {gap} and {max_bytes}"
+        )
+    return Options(
+        threads=threads,
+        coalesce_max_gap_bytes=gap,
+        coalesce_max_bytes=max_bytes,
+        validate_checksums=_as_bool(merged["validate_checksums"]),
+        strict=_as_bool(merged["strict"]),
+        dense_path=_as_bool(merged["dense_path"]),
+        inline_bytes=int(merged["inline_bytes"]),
+    )

@@ -1,0 +1,901 @@
+"""KernelCodecPipeline: zarr's reads and writes through zkernels' kernels and thread pool.
+
+The pipeline runs a codec list itself when it knows every codec in it (see ``_codecs``) and hands
+everything else to zarr's own ``BatchedCodecPipeline``, per call. :attr:`fallback_reason` (and
+:func:`zkernels.explain`) says which, and the ``strict`` option turns a fallback into an error.
+
+Layout of the work, for a sharded array (one batch item per shard):
+
+1. IO: the whole shard when the selection touches every inner chunk, otherwise its index and then
+   coalesced byte ranges of the inner chunks needed. Local and memory stores are read synchronously
+   on pool threads; other stores through their async API, concurrently.
+2. The index is parsed by the ``_shard_index`` kernel (checksum, bounds). An uncompressed shard laid
+   out densely is copied into the output in one pass by the ``_dense`` kernel; otherwise the inner
+   chunks are decoded in batches on the pool and scattered straight into the output.
+3. Writes re-encode only the inner chunks the selection touches (in parallel), keep the others'
+   stored bytes, and lay the shard out in morton order with its index, as zarr does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from math import ceil, prod
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.codec import Codec, CodecPipeline
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.codecs.bytes import BytesCodec
+from zarr.codecs.crc32c_ import Crc32cCodec
+from zarr.codecs.sharding import ShardingCodec, ShardingCodecIndexLocation
+from zarr.core.array_spec import ArraySpec
+from zarr.core.buffer import NDBuffer, default_buffer_prototype
+from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.core.codec_pipeline import BatchedCodecPipeline
+from zarr.core.indexing import _morton_order, get_indexer, is_scalar
+from zarr.storage import LocalStore, MemoryStore, StorePath
+
+from zkernels import _executor
+from zkernels._codecs import BoundChain, ChunkChain, Unsupported
+from zkernels._coalesce import coalesce_ranges
+from zkernels._dense import reconstruct_dense
+from zkernels._scatter import is_fill, scatter
+from zkernels._selection import count_chunks, is_basic, is_slices, iter_chunks, project
+from zkernels._shard_index import check_dense, encode_shard_index, parse_shard_index
+from zkernels.config import Options, options
+from zkernels.errors import CorruptChunkError, ShardIndexError, UnsupportedError, ZKernelsError
+
+__all__ = ["KernelCodecPipeline"]
+
+_SYNC_STORES = (LocalStore, MemoryStore)
+_EMPTY = np.uint64(2**64 - 1)
+_PROTO = default_buffer_prototype()
+
+
+# ---------------------------------------------------------------------------------------------
+# plans: what a codec list is, for us
+
+
+@dataclass(frozen=True)
+class _ShardPlan:
+    chunk_shape: tuple[int, ...]
+    inner: ChunkChain
+    index_little: bool
+    index_checksum: bool
+    index_at_start: bool
+
+    def index_nbytes(self, n_chunks: int) -> int:
+        return 16 * n_chunks + (4 if self.index_checksum else 0)
+
+
+def _make_plan(codecs: tuple[Codec, ...]) -> _ShardPlan | ChunkChain:
+    """Raises ``Unsupported`` (with the reason) for codec lists we leave to zarr."""
+    sharding = [c for c in codecs if isinstance(c, ShardingCodec)]
+    if not sharding:
+        return ChunkChain.from_codecs(codecs)
+    if len(codecs) != 1:
+        raise Unsupported("codecs outside the sharding_indexed codec")
+    sc = sharding[0]
+    if any(isinstance(c, ShardingCodec) for c in sc.codecs):
+        raise Unsupported("nested sharding")
+    index_codecs = tuple(sc.index_codecs)
+    if not index_codecs or type(index_codecs[0]) is not BytesCodec:
+        raise Unsupported(f"shard index codecs {index_codecs}")
+    rest = index_codecs[1:]
+    if rest and (len(rest) != 1 or type(rest[0]) is not Crc32cCodec):
+        raise Unsupported(f"shard index codecs {index_codecs}")
+    endian = index_codecs[0].endian
+    return _ShardPlan(
+        chunk_shape=tuple(sc.chunk_shape),
+        inner=ChunkChain.from_codecs(tuple(sc.codecs)),
+        index_little=endian is None or endian.value == "little",
+        index_checksum=bool(rest),
+        index_at_start=sc.index_location == ShardingCodecIndexLocation.start,
+    )
+
+
+def _key(getter: Any) -> str:
+    path = getattr(getter, "path", None)
+    return str(path) if path is not None else repr(getter)
+
+
+def _is_sync(getter: Any) -> bool:
+    return type(getter) is StorePath and type(getter.store) in _SYNC_STORES
+
+
+def _get_sync(getter: StorePath, byte_range: Any = None) -> np.ndarray | None:
+    buf = getter.store.get_sync(getter.path, prototype=_PROTO, byte_range=byte_range)
+    return None if buf is None else buf.as_numpy_array()
+
+
+async def _get_async(getter: Any, byte_range: Any = None) -> np.ndarray | None:
+    buf = await getter.get(prototype=_PROTO, byte_range=byte_range)
+    return None if buf is None else buf.as_numpy_array()
+
+
+def _set_sync(getter: StorePath, data: np.ndarray | None) -> None:
+    if data is None:
+        getter.store.delete_sync(getter.path)
+    else:
+        getter.store.set_sync(getter.path, _PROTO.buffer.from_array_like(data))
+
+
+async def _set_async(getter: Any, data: np.ndarray | None) -> None:
+    if data is None:
+        await getter.delete()
+    else:
+        await getter.set(_PROTO.buffer.from_array_like(data))
+
+
+def _rekey(exc: Exception, key: str, coords: tuple[int, ...] | None = None) -> Exception:
+    """Our error for ``exc``, naming the store key (and the inner chunk)."""
+    where = key if coords is None else f"{key} (inner chunk {coords})"
+    if isinstance(exc, ZKernelsError):
+        return exc.with_key(where)
+    err = CorruptChunkError(f"{where}: could not decode: {type(exc).__name__}: {exc}")
+    err.key = where
+    return err
+
+
+def _assign(
+    out: np.ndarray, out_sel: Any, chunk: np.ndarray, chunk_sel: Any, drop_axes: tuple[int, ...]
+) -> None:
+    """``out[out_sel] = chunk[chunk_sel]`` (squeezing ``drop_axes``), as zarr's read does."""
+    if (
+        not drop_axes
+        and chunk.dtype == out.dtype
+        and is_basic(chunk_sel)
+        and is_basic(out_sel)
+        and len(chunk_sel) == chunk.ndim
+    ):
+        scatter(chunk, chunk_sel, out, out_sel)
+        return
+    tmp = chunk[chunk_sel]
+    if drop_axes:
+        tmp = tmp.squeeze(axis=drop_axes)
+    out[out_sel] = tmp
+
+
+def _fill(out: np.ndarray, out_sel: Any, value: Any) -> None:
+    out[out_sel] = value
+
+
+def _is_empty_chunk(arr: np.ndarray, bound: BoundChain) -> bool:
+    """zarr's ``write_empty_chunks=False`` test: the chunk equals the fill value everywhere."""
+    return is_fill(arr, np.asarray(bound.fill_value, dtype=arr.dtype))
+
+
+def _parts(n_units: int, unit_nbytes: int, n_items: int, threads: int) -> int:
+    min_units = max(1, (1 << 18) // max(1, unit_nbytes))
+    return max(1, min(ceil(n_units / min_units), ceil(2 * threads / max(1, n_items))))
+
+
+async def _gather(coros: Iterable[Any]) -> None:
+    """Await all; re-raise the first error only once every task has stopped."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+
+
+async def _in_pool(fn: Any, opts: Options, inline: bool) -> Any:
+    if inline or opts.threads <= 1:
+        return fn()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor.get_pool(opts.threads), fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# one shard, read
+
+
+class _ShardRead:
+    """Reads one shard of a batch into ``out`` (IO, index, dense copy or decode units)."""
+
+    def __init__(self, pipe, plan: _ShardPlan, item, out, drop_axes, bound, opts) -> None:
+        getter, spec, chunk_sel, out_sel, _ = item
+        self.getter = getter
+        self.key = _key(getter)
+        self.sync = _is_sync(getter)
+        self.plan = plan
+        self.bound = bound
+        self.opts = opts
+        self.out = out
+        self.out_sel = out_sel
+        self.drop_axes = drop_axes
+        self.shard_shape = tuple(spec.shape)
+        self.cps = tuple(s // c for s, c in zip(self.shard_shape, plan.chunk_shape, strict=True))
+        self.n_chunks = prod(self.cps)
+        self.units: list[tuple[tuple[int, ...], Any, Any, Any]] = []
+        self.dense_ready = False
+        self.missing = False
+        self.fast = (
+            not drop_axes
+            and is_basic(chunk_sel)
+            and is_slices(out_sel)
+            and out.dtype == bound.native_dtype
+        )
+        if self.fast:
+            self.target = out[out_sel]
+            dims = project(chunk_sel, self.shard_shape, plan.chunk_shape)
+            self.entries = list(iter_chunks(dims))
+            self.chunk_sel = chunk_sel
+        else:
+            indexer = get_indexer(
+                chunk_sel,
+                shape=self.shard_shape,
+                chunk_grid=RegularChunkGrid(chunk_shape=plan.chunk_shape),
+            )
+            self.indexer = indexer
+            self.target = np.empty(indexer.shape, dtype=bound.native_dtype, order=spec.order)
+            self.entries = [(c, cs, os, comp) for c, cs, os, comp in indexer]
+        coords = {e[0] for e in self.entries}
+        self.whole = len(coords) == self.n_chunks
+
+    # -- IO (sync and async variants share the CPU steps) ------------------------------------
+
+    def _index_range(self) -> Any:
+        n = self.plan.index_nbytes(self.n_chunks)
+        return RangeByteRequest(0, n) if self.plan.index_at_start else SuffixByteRequest(n)
+
+    def _parse(self, raw: np.ndarray, shard_nbytes: int | None) -> np.ndarray:
+        plan = self.plan
+        checksum = plan.index_checksum
+        if checksum and not self.opts.validate_checksums and raw.size >= 4:
+            raw, checksum = raw[:-4], False
+        return parse_shard_index(
+            raw,
+            self.cps,
+            byteorder="little" if plan.index_little else "big",
+            checksum=checksum,
+            shard_nbytes=shard_nbytes,
+            index_location="start" if plan.index_at_start else "end",
+        )
+
+    def _index_of_whole(self, shard: np.ndarray) -> np.ndarray:
+        n = self.plan.index_nbytes(self.n_chunks)
+        if shard.size < n:
+            raise ShardIndexError(
+                f"shard of {shard.size} bytes is too short for its {n}-byte index"
+            )
+        raw = shard[:n] if self.plan.index_at_start else shard[shard.size - n :]
+        return self._parse(raw, shard.size)
+
+    def set_whole(self, shard: np.ndarray | None) -> None:
+        if shard is None:
+            self.missing = True
+            return
+        index = self._index_of_whole(shard)
+        if self._try_dense(shard, index):
+            return
+        flat = index.reshape(-1, 2)
+        strides = _c_strides(self.cps)
+        for entry in self.entries:
+            coords = entry[0]
+            off, nb = flat[_linear(coords, strides)]
+            raw = None if off == _EMPTY or nb == 0 else shard[int(off) : int(off) + int(nb)]
+            self.units.append((coords, raw, entry[1], entry[2]))
+
+    def ranges_after_index(self, raw_index: np.ndarray | None):
+        """Parse the index; return the coalesced groups of byte ranges still to fetch."""
+        if raw_index is None:
+            self.missing = True
+            return None
+        n = self.plan.index_nbytes(self.n_chunks)
+        if raw_index.size != n:
+            raise ShardIndexError(
+                f"shard too short: got {raw_index.size} bytes where its {n}-byte index should be"
+            )
+        flat = self._parse(raw_index, None).reshape(-1, 2)
+        strides = _c_strides(self.cps)
+        wanted = []
+        for entry in self.entries:
+            off, nb = flat[_linear(entry[0], strides)]
+            if off == _EMPTY or nb == 0:
+                self.units.append((entry[0], None, entry[1], entry[2]))
+            else:
+                wanted.append((entry, int(off), int(nb)))
+        self._wanted = wanted
+        if not wanted:
+            return None
+        plan = coalesce_ranges(
+            [w[1] for w in wanted],
+            [w[2] for w in wanted],
+            max_gap_bytes=self.opts.coalesce_max_gap_bytes,
+            max_coalesced_bytes=self.opts.coalesce_max_bytes,
+        )
+        self._plan = plan
+        return [RangeByteRequest(int(a), int(b)) for a, b in plan.groups]
+
+    def set_groups(self, groups: list[np.ndarray | None]) -> None:
+        plan = self._plan
+        for i, (entry, _off, nb) in enumerate(self._wanted):
+            g = int(plan.request_group[i])
+            data = groups[g]
+            start = int(plan.request_offset[i])
+            req = plan.groups[g]
+            want = int(req[1] - req[0])
+            if data is None or data.size < want:
+                got = 0 if data is None else data.size
+                raise CorruptChunkError(
+                    f"inner chunk {entry[0]} lies past the end of the shard: bytes "
+                    f"[{int(req[0])}, {int(req[1])}) requested, {got} returned"
+                )
+            self.units.append((entry[0], data[start : start + nb], entry[1], entry[2]))
+
+    def prepare_sync(self) -> None:
+        try:
+            if self.whole:
+                self.set_whole(_get_sync(self.getter))
+            else:
+                groups = self.ranges_after_index(_get_sync(self.getter, self._index_range()))
+                if groups:
+                    self.set_groups([_get_sync(self.getter, g) for g in groups])
+        except Exception as exc:
+            raise _rekey(exc, self.key) from exc
+
+    async def prepare_async(self, inline: bool) -> None:
+        try:
+            if self.whole:
+                shard = await _get_async(self.getter)
+                await _in_pool(lambda: self.set_whole(shard), self.opts, inline)
+            else:
+                groups = self.ranges_after_index(
+                    await _get_async(self.getter, self._index_range())
+                )
+                if groups:
+                    data = await asyncio.gather(*(_get_async(self.getter, g) for g in groups))
+                    self.set_groups(list(data))
+        except Exception as exc:
+            raise _rekey(exc, self.key) from exc
+
+    # -- CPU -----------------------------------------------------------------------------
+
+    def _try_dense(self, shard: np.ndarray, index: np.ndarray) -> bool:
+        bound = self.bound
+        if not (self.fast and self.opts.dense_path and bound.raw_bytes):
+            return False
+        if bound.swap_unit is None or not all(
+            not isinstance(s, slice) or s.step in (None, 1) for s in self.chunk_sel
+        ):
+            return False
+        dense, _order = check_dense(index, bound.nbytes)
+        if not dense:
+            return False
+        region_start = []
+        target = self.target
+        for axis, s in enumerate(self.chunk_sel):
+            if isinstance(s, slice):
+                region_start.append(s.indices(self.shard_shape[axis])[0])
+            else:
+                region_start.append(int(s))
+                target = np.expand_dims(target, axis)
+        reconstruct_dense(
+            shard,
+            index,
+            target,
+            chunk_shape=self.plan.chunk_shape,
+            region_start=tuple(region_start),
+            fill_value=np.asarray(bound.fill_value, dtype=bound.native_dtype).tobytes(),
+            swap_unit=bound.swap_unit,
+        )
+        self.dense_ready = True
+        return True
+
+    def decode_units(self, units) -> None:
+        bound, target, validate = self.bound, self.target, self.opts.validate_checksums
+        fill_value = bound.fill_value
+        for coords, raw, chunk_sel, out_sel in units:
+            if raw is None:
+                _fill(target, out_sel, fill_value)
+                continue
+            try:
+                chunk = bound.decode(raw, validate)
+            except Unsupported:
+                raise
+            except Exception as exc:
+                raise _rekey(exc, self.key, coords) from exc
+            _assign(target, out_sel, chunk, chunk_sel, ())
+
+    def finish(self) -> None:
+        """Fill a missing shard, or move the general path's temporary into the output."""
+        if self.fast:
+            if self.missing:
+                _fill(self.target, Ellipsis, self.bound.fill_value)
+            return
+        if self.missing:
+            self.out[self.out_sel] = self.bound.fill_value
+            return
+        result = self.target
+        if hasattr(self.indexer, "sel_shape"):
+            result = result.reshape(self.indexer.sel_shape)
+        if self.drop_axes:
+            result = result.squeeze(axis=self.drop_axes)
+        self.out[self.out_sel] = result
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
+
+
+def _linear(coords: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    return sum(c * s for c, s in zip(coords, strides, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# one shard, written
+
+
+class _ShardWrite:
+    """Writes one shard: merge touched inner chunks, keep the rest, lay out in morton order."""
+
+    def __init__(self, plan: _ShardPlan, item, value: np.ndarray, bound, opts) -> None:
+        setter, spec, chunk_sel, out_sel, _ = item
+        self.setter = setter
+        self.key = _key(setter)
+        self.sync = _is_sync(setter)
+        self.plan = plan
+        self.bound = bound
+        self.opts = opts
+        self.shard_shape = tuple(spec.shape)
+        self.cps = tuple(s // c for s, c in zip(self.shard_shape, plan.chunk_shape, strict=True))
+        self.n_chunks = prod(self.cps)
+        # zarr: a scalar value is passed as is, otherwise value[out_selection]
+        self.value = value if value.ndim == 0 else value[out_sel]
+        if is_basic(chunk_sel):
+            entries = list(iter_chunks(project(chunk_sel, self.shard_shape, plan.chunk_shape)))
+        else:
+            entries = list(
+                get_indexer(
+                    chunk_sel,
+                    shape=self.shard_shape,
+                    chunk_grid=RegularChunkGrid(chunk_shape=plan.chunk_shape),
+                )
+            )
+        self.entries = [tuple(e) for e in entries]
+        touched = {e[0] for e in self.entries}
+        complete = all(e[3] for e in self.entries)
+        self.need_existing = not (complete and len(touched) == self.n_chunks)
+        self.existing: dict[tuple[int, ...], np.ndarray] = {}
+        self.encoded: dict[tuple[int, ...], np.ndarray | None] = {}
+
+    def set_existing(self, shard: np.ndarray | None) -> None:
+        if shard is None:
+            return
+        n = self.plan.index_nbytes(self.n_chunks)
+        if shard.size < n:
+            raise ShardIndexError(
+                f"shard of {shard.size} bytes is too short for its {n}-byte index"
+            )
+        raw = shard[:n] if self.plan.index_at_start else shard[shard.size - n :]
+        checksum = self.plan.index_checksum
+        if checksum and not self.opts.validate_checksums:
+            raw, checksum = raw[:-4], False
+        index = parse_shard_index(
+            raw,
+            self.cps,
+            byteorder="little" if self.plan.index_little else "big",
+            checksum=checksum,
+            shard_nbytes=shard.size,
+            index_location="start" if self.plan.index_at_start else "end",
+        )
+        flat = index.reshape(-1, 2)
+        nonempty = np.flatnonzero(flat[:, 0] != _EMPTY)
+        for lin in nonempty.tolist():
+            off, nb = int(flat[lin, 0]), int(flat[lin, 1])
+            coords = tuple(int(x) for x in np.unravel_index(lin, self.cps))
+            self.existing[coords] = shard[off : off + nb]
+
+    def encode_entries(self, entries) -> list[tuple[tuple[int, ...], np.ndarray | None]]:
+        bound, value = self.bound, self.value
+        results = []
+        for coords, chunk_sel, out_sel, complete in entries:
+            try:
+                chunk = _merge(bound, self.existing.get(coords), value, chunk_sel, out_sel,
+                               complete, (), self.opts)
+                if not bound.write_empty_chunks and _is_empty_chunk(chunk, bound):
+                    results.append((coords, None))
+                else:
+                    results.append((coords, bound.encode(chunk)))
+            except Unsupported:
+                raise
+            except Exception as exc:
+                raise _rekey(exc, self.key, coords) from exc
+        return results
+
+    def assemble(self) -> np.ndarray | None:
+        """The new shard's bytes (chunks in morton order, then/after the index), or None."""
+        chunks: dict[tuple[int, ...], Any] = dict(self.existing)
+        for coords, data in self.encoded.items():
+            if data is None:
+                chunks.pop(coords, None)
+            else:
+                chunks[coords] = data
+        order = _morton_order(self.cps)
+        strides = _c_strides(self.cps)
+        index = np.full((self.n_chunks, 2), _EMPTY, dtype=np.uint64)
+        pieces = []
+        pos = 0
+        for row in order:
+            coords = tuple(int(x) for x in row)
+            data = chunks.get(coords)
+            if data is None or len(data) == 0:
+                continue
+            index[_linear(coords, strides)] = (pos, len(data))
+            pieces.append(data)
+            pos += len(data)
+        if not pieces:
+            return None
+        n_index = self.plan.index_nbytes(self.n_chunks)
+        if self.plan.index_at_start:
+            nonempty = index[:, 0] != _EMPTY
+            index[nonempty, 0] += np.uint64(n_index)
+        index_bytes = encode_shard_index(
+            index.reshape(*self.cps, 2),
+            byteorder="little" if self.plan.index_little else "big",
+            checksum=self.plan.index_checksum,
+        )
+        out = np.empty(pos + n_index, dtype=np.uint8)
+        at = n_index if self.plan.index_at_start else 0
+        for p in pieces:
+            out[at : at + len(p)] = np.frombuffer(p, dtype=np.uint8) if not isinstance(
+                p, np.ndarray) else p
+            at += len(p)
+        idx = np.frombuffer(index_bytes, dtype=np.uint8)
+        if self.plan.index_at_start:
+            out[:n_index] = idx
+        else:
+            out[pos:] = idx
+        return out
+
+
+def _merge(
+    bound: BoundChain,
+    existing_raw: np.ndarray | None,
+    value: np.ndarray,
+    chunk_sel: Any,
+    out_sel: Any,
+    complete: bool,
+    drop_axes: tuple[int, ...],
+    opts: Options,
+) -> np.ndarray:
+    """The new contents of one chunk, exactly as zarr's ``_merge_chunk_array`` computes them."""
+    shape = bound.shape
+    if complete and value.shape == shape and value[out_sel].shape == shape:
+        return value
+    if existing_raw is None or complete:
+        chunk = bound.new_chunk()
+    else:
+        decoded = bound.decode(existing_raw, opts.validate_checksums)
+        chunk = np.empty(shape, dtype=bound.native_dtype, order=bound.order)
+        chunk[...] = decoded
+    if chunk_sel == () or is_scalar(value, bound.native_dtype):
+        chunk_value = value
+    else:
+        chunk_value = value[out_sel]
+        if drop_axes:
+            item = tuple(None if i in drop_axes else slice(None) for i in range(len(shape)))
+            chunk_value = chunk_value[item]
+    chunk[chunk_sel] = chunk_value
+    return chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclass(frozen=True)
+class KernelCodecPipeline(CodecPipeline):
+    """A zarr codec pipeline that runs reads and writes through zkernels' kernels.
+
+    Turn it on with :func:`zkernels.enable` or
+    ``zarr.config.set({"codec_pipeline.path": "zkernels.KernelCodecPipeline"})``. Codec lists it
+    does not run itself go to zarr's ``BatchedCodecPipeline``; :attr:`fallback_reason` says why.
+    """
+
+    codecs: tuple[Codec, ...]
+    _plan: Any = field(default=None, compare=False, repr=False)
+    fallback_reason: str | None = field(default=None, compare=False, repr=False)
+    _fallback: BatchedCodecPipeline = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        codecs = tuple(self.codecs)
+        object.__setattr__(self, "codecs", codecs)
+        if self._fallback is None:
+            object.__setattr__(self, "_fallback", BatchedCodecPipeline.from_codecs(codecs))
+        if self._plan is None and self.fallback_reason is None:
+            try:
+                object.__setattr__(self, "_plan", _make_plan(codecs))
+            except Unsupported as exc:
+                object.__setattr__(self, "fallback_reason", str(exc))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"codecs": self.codecs}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "codecs", tuple(state["codecs"]))
+        object.__setattr__(self, "_plan", None)
+        object.__setattr__(self, "fallback_reason", None)
+        object.__setattr__(self, "_fallback", None)
+        self.__post_init__()
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_codecs(cls, codecs: Iterable[Codec]) -> KernelCodecPipeline:
+        return cls(codecs=tuple(codecs))
+
+    def evolve_from_array_spec(self, array_spec: ArraySpec) -> KernelCodecPipeline:
+        return type(self).from_codecs(
+            c.evolve_from_array_spec(array_spec=array_spec) for c in self.codecs
+        )
+
+    def __iter__(self) -> Iterator[Codec]:
+        return iter(self._fallback)
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether this codec list runs through zkernels (else zarr's default pipeline)."""
+        return self._plan is not None
+
+    @property
+    def supports_partial_decode(self) -> bool:
+        return self._fallback.supports_partial_decode
+
+    @property
+    def supports_partial_encode(self) -> bool:
+        return self._fallback.supports_partial_encode
+
+    def validate(self, *, shape, dtype, chunk_grid) -> None:
+        self._fallback.validate(shape=shape, dtype=dtype, chunk_grid=chunk_grid)
+
+    def compute_encoded_size(self, byte_length: int, array_spec: ArraySpec) -> int:
+        return self._fallback.compute_encoded_size(byte_length, array_spec)
+
+    async def decode(self, chunk_bytes_and_specs):
+        return await self._fallback.decode(chunk_bytes_and_specs)
+
+    async def encode(self, chunk_arrays_and_specs):
+        return await self._fallback.encode(chunk_arrays_and_specs)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _bind(self, spec: ArraySpec) -> BoundChain:
+        plan = self._plan
+        if isinstance(plan, _ShardPlan):
+            return plan.inner.bind(replace(spec, shape=plan.chunk_shape))
+        return plan.bind(spec)
+
+    def _why_not(self, items: list, buffer: NDBuffer, opts: Options) -> tuple[str | None, Any]:
+        """(reason to fall back for this call, bound chain)."""
+        if self._plan is None:
+            return self.fallback_reason, None
+        if not items:
+            return None, None
+        arr = buffer.as_ndarray_like()
+        if type(arr) is not np.ndarray:
+            return f"output buffer of type {type(arr).__name__} (only numpy is accelerated)", None
+        try:
+            bound = self._bind(items[0][1])
+        except Unsupported as exc:
+            return str(exc), None
+        return None, bound
+
+    async def _fall_back(self, reason: str, opts: Options, method: str, *args: Any) -> None:
+        if opts.strict:
+            raise UnsupportedError(
+                f"zkernels does not accelerate this {method} ({reason}) and "
+                "codec_pipeline.zkernels.strict is set"
+            )
+        await getattr(self._fallback, method)(*args)
+
+    async def read(self, batch_info, out: NDBuffer, drop_axes: tuple[int, ...] = ()) -> None:
+        opts = options()
+        items = list(batch_info)
+        reason, bound = self._why_not(items, out, opts)
+        if reason is not None:
+            return await self._fall_back(reason, opts, "read", items, out, drop_axes)
+        if not items:
+            return None
+        out_arr = out.as_ndarray_like()
+        if isinstance(self._plan, _ShardPlan):
+            await self._read_shards(items, out_arr, drop_axes, bound, opts)
+        else:
+            await self._read_chunks(items, out_arr, drop_axes, bound, opts)
+        return None
+
+    async def write(self, batch_info, value: NDBuffer, drop_axes: tuple[int, ...] = ()) -> None:
+        opts = options()
+        items = list(batch_info)
+        reason, bound = self._why_not(items, value, opts)
+        if reason is not None:
+            return await self._fall_back(reason, opts, "write", items, value, drop_axes)
+        if not items:
+            return None
+        value_arr = value.as_ndarray_like()
+        if isinstance(self._plan, _ShardPlan):
+            await self._write_shards(items, value_arr, bound, opts)
+        else:
+            await self._write_chunks(items, value_arr, drop_axes, bound, opts)
+        return None
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> None:
+        inline = out_arr.nbytes <= opts.inline_bytes
+        reads = [_ShardRead(self, self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
+
+        async def one(sr: _ShardRead) -> None:
+            if sr.sync:
+                await _in_pool(sr.prepare_sync, opts, inline)
+            else:
+                await sr.prepare_async(inline)
+            if sr.units:
+                parts = _parts(len(sr.units), bound.nbytes, len(reads), opts.threads)
+                await _executor.run_all(
+                    opts.threads, sr.decode_units, _executor.split(sr.units, parts), inline=inline
+                )
+            sr.finish()
+
+        await _gather(one(sr) for sr in reads)
+
+    async def _read_chunks(self, items, out_arr, drop_axes, bound, opts) -> None:
+        inline = len(items) * bound.nbytes <= opts.inline_bytes
+        validate = opts.validate_checksums
+
+        def decode_into(entry) -> None:
+            (getter, _spec, chunk_sel, out_sel, _), raw = entry
+            if raw is None or raw.size == 0 and bound.nbytes:
+                _fill(out_arr, out_sel, bound.fill_value)
+                return
+            try:
+                chunk = bound.decode(raw, validate)
+            except Exception as exc:
+                raise _rekey(exc, _key(getter)) from exc
+            _assign(out_arr, out_sel, chunk, chunk_sel, drop_axes)
+
+        def fetch_decode(batch) -> None:
+            for item in batch:
+                decode_into((item, _get_sync(item[0])))
+
+        sync_items = [it for it in items if _is_sync(it[0])]
+        async_items = [it for it in items if not _is_sync(it[0])]
+        tasks = []
+        if sync_items:
+            parts = _parts(len(sync_items), bound.nbytes, 1, opts.threads)
+            tasks.append(
+                _executor.run_all(
+                    opts.threads, fetch_decode, _executor.split(sync_items, parts), inline=inline
+                )
+            )
+        if async_items:
+
+            async def fetch_then_decode() -> None:
+                raws = await _bounded_gather(
+                    [_get_async(it[0]) for it in async_items], zarr.config.get("async.concurrency")
+                )
+                entries = list(zip(async_items, raws, strict=True))
+                parts = _parts(len(entries), bound.nbytes, 1, opts.threads)
+
+                def run(batch):
+                    for e in batch:
+                        decode_into(e)
+
+                await _executor.run_all(
+                    opts.threads, run, _executor.split(entries, parts), inline=inline
+                )
+
+            tasks.append(fetch_then_decode())
+        await _gather(tasks)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def _write_shards(self, items, value_arr, bound, opts) -> None:
+        inline = value_arr.nbytes <= opts.inline_bytes
+        writes = [_ShardWrite(self._plan, it, value_arr, bound, opts) for it in items]
+
+        async def one(sw: _ShardWrite) -> None:
+            try:
+                if sw.need_existing:
+                    if sw.sync:
+                        shard = await _in_pool(lambda: _get_sync(sw.setter), opts, inline)
+                    else:
+                        shard = await _get_async(sw.setter)
+                    sw.set_existing(shard)
+                parts = _parts(len(sw.entries), bound.nbytes, len(writes), opts.threads)
+                results = await _executor.run_all(
+                    opts.threads, sw.encode_entries, _executor.split(sw.entries, parts),
+                    inline=inline,
+                )
+                for batch in results:
+                    sw.encoded.update(batch)
+                if sw.sync:
+                    await _in_pool(lambda: _set_sync(sw.setter, sw.assemble()), opts, inline)
+                else:
+                    await _set_async(sw.setter, sw.assemble())
+            except ZKernelsError as exc:
+                raise exc.with_key(sw.key) from exc
+
+        await _gather(one(sw) for sw in writes)
+
+    async def _write_chunks(self, items, value_arr, drop_axes, bound, opts) -> None:
+        inline = len(items) * bound.nbytes <= opts.inline_bytes
+        validate = opts.validate_checksums
+
+        def new_bytes(item, existing_raw) -> np.ndarray | None:
+            setter, _spec, chunk_sel, out_sel, complete = item
+            try:
+                chunk = _merge(bound, existing_raw, value_arr, chunk_sel, out_sel, complete,
+                               drop_axes, opts)
+                if not bound.write_empty_chunks and _is_empty_chunk(chunk, bound):
+                    return None
+                return bound.encode(chunk)
+            except Unsupported:
+                raise
+            except Exception as exc:
+                raise _rekey(exc, _key(setter)) from exc
+
+        def sync_batch(batch) -> None:
+            for item in batch:
+                existing = None if item[4] else _get_sync(item[0])
+                _set_sync(item[0], new_bytes(item, existing))
+
+        sync_items = [it for it in items if _is_sync(it[0])]
+        async_items = [it for it in items if not _is_sync(it[0])]
+        tasks = []
+        if sync_items:
+            parts = _parts(len(sync_items), bound.nbytes, 1, opts.threads)
+            tasks.append(
+                _executor.run_all(
+                    opts.threads, sync_batch, _executor.split(sync_items, parts), inline=inline
+                )
+            )
+        if async_items:
+
+            async def async_write() -> None:
+                limit = zarr.config.get("async.concurrency")
+
+                async def existing_of(item):
+                    return None if item[4] else await _get_async(item[0])
+
+                existing = await _bounded_gather([existing_of(it) for it in async_items], limit)
+                pairs = list(zip(async_items, existing, strict=True))
+                parts = _parts(len(pairs), bound.nbytes, 1, opts.threads)
+
+                def run(batch):
+                    return [new_bytes(it, ex) for it, ex in batch]
+
+                batches = _executor.split(pairs, parts)
+                encoded = await _executor.run_all(opts.threads, run, batches, inline=inline)
+                flat = [e for b in encoded for e in b]
+                await _bounded_gather(
+                    [_set_async(it[0], data) for it, data in zip(async_items, flat, strict=True)],
+                    limit,
+                )
+
+            tasks.append(async_write())
+        await _gather(tasks)
+
+
+async def _bounded_gather(coros: list, limit: int | None) -> list:
+    if not limit or len(coros) <= limit:
+        return list(await asyncio.gather(*coros))
+    sem = asyncio.Semaphore(limit)
+
+    async def guarded(c):
+        async with sem:
+            return await c
+
+    return list(await asyncio.gather(*(guarded(c) for c in coros)))
+
+
+# zarr finds pipelines by "module.qualname"; users write zkernels.KernelCodecPipeline.
+KernelCodecPipeline.__module__ = "zkernels"
+zarr.registry.register_pipeline(KernelCodecPipeline)
