@@ -219,7 +219,7 @@ class _ShardRead:
             and out.dtype == bound.native_dtype
         )
         if self.fast:
-            self.target = out[out_sel]
+            self.target = out[(*out_sel, Ellipsis)]  # a view, even when 0-d
             dims = project(chunk_sel, self.shard_shape, plan.chunk_shape)
             self.entries = list(iter_chunks(dims))
             self.chunk_sel = chunk_sel

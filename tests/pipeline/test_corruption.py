@@ -1,0 +1,165 @@
+"""Bad shard data gives our errors (naming the key), never wrong values or a crash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+
+import zkernels
+from zkernels.errors import ChecksumError, CorruptChunkError, ShardIndexError, ZKernelsError
+
+KEY = "c/0/0"
+
+
+def _array(compressors=(), index_location="end", crc=True):
+    store = zarr.storage.MemoryStore()
+    codecs = [BytesCodec()] + list(compressors)
+    with zkernels.enabled():
+        arr = zarr.create_array(
+            store, shape=(16, 16), chunks=(16, 16), dtype="uint16", compressors=None, fill_value=0,
+            serializer=ShardingCodec(chunk_shape=(4, 4), codecs=codecs,
+                                     index_codecs=[BytesCodec()] + ([Crc32cCodec()] if crc else []),
+                                     index_location=index_location),
+        )
+        arr[:] = np.arange(256, dtype="uint16").reshape(16, 16) + 1
+    return store, arr
+
+
+def _put(store, key, data: bytes):
+    store._store_dict[key] = zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(data)
+
+
+def _raw(store, key=KEY) -> bytearray:
+    return bytearray(store._store_dict[key].to_bytes())
+
+
+def _read(store, sel=slice(None)):
+    with zkernels.enabled():
+        return zarr.open_array(store, mode="r")[sel]
+
+
+@pytest.mark.parametrize("sel", [slice(None), (slice(0, 4), slice(0, 4))], ids=["whole", "partial"])
+def test_flipped_index_checksum(sel):
+    store, _ = _array()
+    raw = _raw(store)
+    raw[-1] ^= 0xFF
+    _put(store, KEY, bytes(raw))
+    with pytest.raises(ChecksumError, match=KEY):
+        _read(store, sel)
+
+
+def test_flipped_index_byte_detected_by_checksum():
+    store, _ = _array()
+    raw = _raw(store)
+    raw[-10] ^= 0x01
+    _put(store, KEY, bytes(raw))
+    with pytest.raises(ChecksumError, match=KEY):
+        _read(store)
+
+
+@pytest.mark.parametrize("sel", [slice(None), (slice(0, 4), slice(0, 4))], ids=["whole", "partial"])
+def test_truncated_shard(sel):
+    store, _ = _array()
+    raw = _raw(store)
+    _put(store, KEY, bytes(raw[:10]))
+    with pytest.raises(ShardIndexError, match=KEY):
+        _read(store, sel)
+
+
+@pytest.mark.parametrize("sel", [slice(None), (slice(12, 16), slice(12, 16))], ids=["whole", "partial"])
+def test_offset_past_end(sel):
+    store, _ = _array(crc=False)
+    raw = _raw(store)
+    n = 16 * 16
+    index = np.frombuffer(bytes(raw[-n:]), dtype="<u8").reshape(16, 2).copy()
+    index[15, 0] = len(raw) + 100  # last inner chunk (3, 3) points past the end
+    _put(store, KEY, bytes(raw[:-n]) + index.tobytes())
+    with pytest.raises(ZKernelsError, match=KEY):
+        _read(store, sel)
+
+
+def test_half_empty_entry():
+    store, _ = _array(crc=False)
+    raw = _raw(store)
+    n = 16 * 16
+    index = np.frombuffer(bytes(raw[-n:]), dtype="<u8").reshape(16, 2).copy()
+    index[0, 1] = 2**64 - 1
+    _put(store, KEY, bytes(raw[:-n]) + index.tobytes())
+    with pytest.raises(ShardIndexError, match=KEY):
+        _read(store)
+
+
+@pytest.mark.parametrize("index_location", ["start", "end"])
+def test_entry_overlapping_index(index_location):
+    store, _ = _array(crc=False, index_location=index_location)
+    raw = _raw(store)
+    n = 16 * 16
+    idx_bytes = raw[:n] if index_location == "start" else raw[-n:]
+    index = np.frombuffer(bytes(idx_bytes), dtype="<u8").reshape(16, 2).copy()
+    index[3, 0] = 0 if index_location == "start" else len(raw) - n
+    new = index.tobytes()
+    data = new + bytes(raw[n:]) if index_location == "start" else bytes(raw[:-n]) + new
+    _put(store, KEY, data)
+    with pytest.raises(ShardIndexError, match=KEY):
+        _read(store)
+
+
+def test_corrupt_compressed_chunk():
+    store, _ = _array(compressors=[ZstdCodec()], crc=True)
+    raw = _raw(store)
+    raw[5] ^= 0xFF  # inside the first inner chunk's zstd frame
+    raw[6] ^= 0xFF
+    _put(store, KEY, bytes(raw))
+    with pytest.raises(ZKernelsError, match=KEY):
+        _read(store)
+
+
+def test_chunk_checksum_mismatch():
+    store, _ = _array(compressors=[Crc32cCodec()])
+    raw = _raw(store)
+    raw[0] ^= 0x01
+    _put(store, KEY, bytes(raw))
+    with pytest.raises(ChecksumError, match=KEY):
+        _read(store)
+
+
+def test_wrong_chunk_size_uncompressed():
+    store, _ = _array(crc=False)
+    raw = _raw(store)
+    n = 16 * 16
+    index = np.frombuffer(bytes(raw[-n:]), dtype="<u8").reshape(16, 2).copy()
+    index[0, 1] -= 2  # first chunk 2 bytes short
+    _put(store, KEY, bytes(raw[:-n]) + index.tobytes())
+    with pytest.raises(CorruptChunkError, match=KEY):
+        _read(store)
+
+
+def test_checksum_validation_can_be_disabled():
+    store, _ = _array()
+    raw = _raw(store)
+    raw[-1] ^= 0xFF  # only the index checksum is wrong; the index itself is intact
+    _put(store, KEY, bytes(raw))
+    with zkernels.enabled(validate_checksums=False):
+        got = zarr.open_array(store, mode="r")[:]
+    np.testing.assert_array_equal(got, np.arange(256, dtype="uint16").reshape(16, 16) + 1)
+
+
+def test_errors_are_value_errors():
+    assert issubclass(ZKernelsError, ValueError)
+    for cls in (ChecksumError, CorruptChunkError, ShardIndexError, zkernels.errors.UnsupportedError):
+        assert issubclass(cls, ZKernelsError)
+
+
+def test_failed_write_leaves_stored_data_intact():
+    store, _ = _array()
+    before = _raw(store)
+    bad = bytearray(before)
+    bad[-1] ^= 0xFF
+    _put(store, KEY, bytes(bad))
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r+")
+        with pytest.raises(ChecksumError, match=KEY):
+            arr[0:2, 0:2] = 5  # partial write must read the (corrupt) shard: refuse, write nothing
+    assert _raw(store) == bad

@@ -1,0 +1,78 @@
+"""The fast paths are really taken where they apply (and left where they do not)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BytesCodec, ShardingCodec, ZstdCodec
+
+import zkernels
+import zkernels.pipeline as zp
+
+
+class _Counter:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+@pytest.fixture
+def counters(monkeypatch):
+    made = {}
+    for name in ("reconstruct_dense", "coalesce_ranges", "parse_shard_index", "scatter"):
+        c = _Counter(getattr(zp, name))
+        monkeypatch.setattr(zp, name, c)
+        made[name] = c
+    return made
+
+
+def _array(codecs, endian="little"):
+    store = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(
+            store, shape=(64, 64), chunks=(32, 32), dtype="uint16", compressors=None, fill_value=0,
+            serializer=ShardingCodec(chunk_shape=(8, 8), codecs=[BytesCodec(endian=endian), *codecs]),
+        )
+        data = np.arange(64 * 64, dtype="uint16").reshape(64, 64)
+        arr[:] = data
+    return store, data
+
+
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_dense_path_for_whole_uncompressed_shards(counters, endian):
+    store, data = _array([], endian)
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r")
+        np.testing.assert_array_equal(arr[:], data)
+        assert counters["reconstruct_dense"].calls == 4  # one per shard
+        np.testing.assert_array_equal(arr[0:32, 0:32], data[0:32, 0:32])
+        assert counters["reconstruct_dense"].calls == 5
+
+
+def test_dense_path_off_by_option(counters):
+    store, data = _array([])
+    with zkernels.enabled(dense_path=False):
+        np.testing.assert_array_equal(zarr.open_array(store, mode="r")[:], data)
+    assert counters["reconstruct_dense"].calls == 0
+    assert counters["scatter"].calls > 0
+
+
+def test_compressed_shards_decode_per_chunk(counters):
+    store, data = _array([ZstdCodec()])
+    with zkernels.enabled():
+        np.testing.assert_array_equal(zarr.open_array(store, mode="r")[:], data)
+    assert counters["reconstruct_dense"].calls == 0
+    assert counters["scatter"].calls == 64  # every inner chunk scattered by the kernel
+
+
+def test_partial_reads_coalesce(counters):
+    store, data = _array([ZstdCodec()])
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r")
+        np.testing.assert_array_equal(arr[3:20, 5:30], data[3:20, 5:30])
+    assert counters["coalesce_ranges"].calls == 1
+    assert counters["parse_shard_index"].calls == 1
