@@ -55,3 +55,18 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(list(globals()) + list(_KERNELS))
+
+
+from zkernels import errors  # noqa: E402
+from zkernels._api import disable, enable, enabled, explain  # noqa: E402
+from zkernels.pipeline import KernelCodecPipeline  # noqa: E402  (registers it with zarr)
+
+__all__ = [
+    "KernelCodecPipeline",
+    "enable",
+    "disable",
+    "enabled",
+    "explain",
+    "errors",
+    *_KERNELS,
+]

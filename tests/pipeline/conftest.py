@@ -12,8 +12,7 @@ import pytest
 import zarr
 from zarr.core.sync import sync
 
-import zkernels
-import zkernels.pipeline  # noqa: F401  (registers the pipeline)
+import zkernels  # noqa: F401  (registers the pipeline)
 
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 ZK = "zkernels.KernelCodecPipeline"
@@ -150,6 +149,16 @@ def assert_same(ref, got, label=None) -> None:
         assert ref_a.tobytes() == got_a.tobytes(), label
     else:
         assert ref_a.tobytes() == got_a.tobytes(), label
+
+
+@pytest.fixture(autouse=True)
+def _fixed_gzip_mtime(monkeypatch):
+    """numcodecs' GZip stamps the current time into each chunk's header, so two identical writes
+    a second apart differ. Pin gzip's clock (only gzip's) so stored bytes can be compared."""
+    import gzip
+    import types
+
+    monkeypatch.setattr(gzip, "time", types.SimpleNamespace(time=lambda: 1_700_000_000.0))
 
 
 @pytest.fixture
