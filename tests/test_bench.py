@@ -21,7 +21,9 @@ def _run(argv: list[str]) -> int:
 
 def test_bench_end_to_end(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
-    rc = _run([*TINY, "--engines", "default,zkernels", "--workloads", SOME, "--json", str(out_json)])
+    rc = _run(
+        [*TINY, "--engines", "default,zkernels", "--workloads", SOME, "--json", str(out_json)]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
 
@@ -92,8 +94,9 @@ class Raising(bench.ZarrEngine):
 def test_wrong_results_are_flagged(tmp_path, capsys, monkeypatch, engine, workloads, status):
     monkeypatch.setitem(bench.ENGINES, "zkernels", engine)
     out_json = tmp_path / "bench.json"
-    rc = _run([*TINY, "--engines", "default,zkernels", "--workloads", workloads,
-               "--json", str(out_json)])
+    rc = _run(
+        [*TINY, "--engines", "default,zkernels", "--workloads", workloads, "--json", str(out_json)]
+    )
     text = capsys.readouterr().out
     assert rc == 1
     assert f"**{status.upper()}**" in text
@@ -132,7 +135,11 @@ def test_options_and_layout():
     cfg = bench.config_from_args(bench.build_parser().parse_args([]))
     lay = cfg.layout()
     assert (cfg.size, cfg.repeats, lay.shard, lay.chunk, lay.unsharded_chunk) == (
-        8192, 5, 2048, 64, 256
+        8192,
+        5,
+        2048,
+        64,
+        256,
     )
     assert bench.main(["--size", "256", "--workloads", "nope", "-q"]) == 2
     assert bench.main(["--size", "256", "--shard", "100", "--chunk", "64", "-q"]) == 2
@@ -147,3 +154,16 @@ def test_data_is_deterministic_and_compressible():
     assert not np.array_equal(a, bench.make_data(512, seed=4))
     ratio = a.nbytes / len(zstandard.ZstdCompressor(level=3).compress(a.tobytes()))
     assert 1.4 < ratio < 10  # neither random noise nor a constant
+
+
+def test_plot(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "speedup.png"
+    argv = [*TINY, "--engines", "default,zkernels", "--workloads", "read_slab", "--plot", str(png)]
+    assert _run(argv) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    assert _run(argv) == 3
+    assert "--plot needs matplotlib" in capsys.readouterr().err

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_parser", "build_parser", "main", "run", "run_bench", "BenchConfig", "WORKLOADS"]
+__all__ = ["WORKLOADS", "BenchConfig", "add_parser", "build_parser", "main", "run", "run_bench"]
 
 DEFAULT_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 ZKERNELS_PIPELINE = "zkernels.KernelCodecPipeline"
@@ -96,14 +96,17 @@ class Layout:
 
     @classmethod
     def for_size(cls, size: int, shard: int = 0, chunk: int = 0, unsharded: int = 0) -> Layout:
-        """Default layout: shards of min(2048, N/2), inner chunks of 64, unsharded 256 (capped)."""
+        """Default layout: inner chunks of 64, shards of min(2048, N/2) rounded down to a whole
+        number of inner chunks, unsharded chunks of min(256, N/4) (never below the inner chunk)."""
         if size < 2:
             raise ValueError(f"--size must be at least 2, got {size}")
-        shard = shard or max(1, min(2048, size // 2))
-        chunk = chunk or max(1, min(64, shard // 2))
+        chunk = chunk or max(1, min(64, size // 4))
+        shard = shard or max(chunk, min(2048, size // 2) // chunk * chunk)
         unsharded = unsharded or max(chunk, min(256, size // 4))
         if shard % chunk:
-            raise ValueError(f"the shard side ({shard}) must be a multiple of the chunk side ({chunk})")
+            raise ValueError(
+                f"the shard side ({shard}) must be a multiple of the chunk side ({chunk})"
+            )
         return cls(size=size, shard=shard, chunk=chunk, unsharded_chunk=unsharded)
 
     @property
@@ -281,7 +284,7 @@ class ZarrEngine(Engine):
             return None
         try:
             __import__(self.module)
-        except Exception as exc:  # ImportError, or a broken build raising something else
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a broken build raising other
             return f"cannot import {self.module}: {type(exc).__name__}: {exc}"
         return None
 
@@ -327,7 +330,7 @@ class ZKernelsEngine(ZarrEngine):
             from zkernels import explain
 
             text = explain(handle)
-        except Exception as exc:  # explain is informational only
+        except Exception as exc:  # noqa: BLE001 - explain is informational only
             return f"explain() failed: {type(exc).__name__}: {exc}"
         return None if text == "accelerated by zkernels" else text
 
@@ -340,7 +343,7 @@ class TensorStoreEngine(Engine):
     def unavailable_reason(self) -> str | None:
         try:
             import tensorstore  # noqa: F401
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             return f"cannot import tensorstore: {type(exc).__name__}: {exc}"
         return None
 
@@ -472,7 +475,11 @@ class Context:
             arr[...] = self.data
             meta = json.loads(json.dumps(arr.metadata.to_dict()))
             self.memory = MemoryTarget(store=store, metadata=meta)
-            self.datasets["memory"] = {"path": None, "store": "MemoryStore", "codec": "uncompressed"}
+            self.datasets["memory"] = {
+                "path": None,
+                "store": "MemoryStore",
+                "codec": "uncompressed",
+            }
         return self.memory
 
     def scratch(self, name: str) -> Path:
@@ -567,7 +574,11 @@ class SingleChunks(Workload):
         n = math.ceil(ctx.layout.size / c)
         rng = np.random.default_rng(ctx.config.seed + 1)
         ij = rng.integers(0, n, size=(N_SINGLE_CHUNKS, 2))
-        return [(slice(i * c, (i + 1) * c), slice(j * c, (j + 1) * c)) for i, j in ij.tolist()]
+        end = ctx.layout.size  # the last chunk along an axis may be partial
+        return [
+            (slice(i * c, min((i + 1) * c, end)), slice(j * c, min((j + 1) * c, end)))
+            for i, j in ij.tolist()
+        ]
 
     def prepare(self, ctx: Context, engine: Engine) -> State:
         target = ctx.dataset("zstd")
@@ -823,14 +834,14 @@ def machine_info(engines: dict[str, Engine]) -> dict:
         if name != "default":
             try:
                 versions[name] = eng.version()
-            except Exception:
+            except Exception:  # noqa: BLE001
                 versions[name] = None
     for dist in ("zstandard", "crc32c"):
         found = _dist_version(dist)
         if found:
             versions[dist] = found
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": _usable_cpus(),
@@ -947,58 +958,12 @@ def run_bench(config: BenchConfig) -> Report:
     results: list[Result] = []
     try:
         for wi, wname in enumerate(workloads, 1):
-            wl = WORKLOADS[wname]
             tag = f"[{wi}/{len(workloads)}] {wname}"
-            res = {n: Result(wname, n, nbytes=wl.nbytes(ctx)) for n in order}
+            res = {n: Result(wname, n, nbytes=WORKLOADS[wname].nbytes(ctx)) for n in order}
             for n in shown_na:
                 res[n].status, res[n].reason = "n/a", skipped[n]
-            states: dict[str, State] = {}
-            for n, eng in engines.items():
-                progress(f"{tag}: preparing {n}")
-                try:
-                    states[n] = wl.prepare(ctx, eng)
-                    res[n].note = eng.note(states[n].handle)
-                except NotApplicable as exc:
-                    res[n].status, res[n].reason = "n/a", str(exc)
-                except Exception as exc:
-                    res[n].status, res[n].reason = "error", "prepare: " + _error_text(exc)
-            active = list(states)
-
-            def one(n: str, label: str, check: bool) -> float | None:
-                eng, st = engines[n], states[n]
-                progress(f"{tag}: {n} {label}")
-                try:
-                    dt, out = _timed(lambda: wl.run(eng, st))
-                except Exception as exc:
-                    res[n].status, res[n].reason = "error", f"{label}: " + _error_text(exc)
-                    active.remove(n)
-                    return None
-                if check and res[n].status == "ok":
-                    try:
-                        bad = wl.check(ctx, eng, st, out)
-                    except Exception as exc:
-                        bad = "checking raised " + _error_text(exc)
-                    if bad:
-                        res[n].status, res[n].reason = "mismatch", f"{label}: {bad}"
-                del out
-                return dt
-
-            for n in list(active):
-                res[n].warmup_s = one(n, "warm-up", True)
-            for r in range(config.repeats):
-                last = r == config.repeats - 1
-                k = r % len(active) if active else 0
-                for n in active[k:] + active[:k]:  # rotate who goes first
-                    dt = one(n, f"run {r + 1}/{config.repeats}", wl.check_every_run or last)
-                    if dt is not None:
-                        res[n].times_s.append(dt)
-            ref = res.get("default")
-            ref_median = ref.median_s if ref is not None and ref.status == "ok" else None
-            for n in order:
-                if ref_median and res[n].median_s and res[n].status in ("ok", "mismatch"):
-                    res[n].speedup = ref_median / res[n].median_s
-                results.append(res[n])
-            states.clear()
+            _run_workload(WORKLOADS[wname], ctx, engines, res, tag)
+            results.extend(res[n] for n in order)
         meta = machine_info(engines)
         datasets = dict(ctx.datasets)
     finally:
@@ -1009,6 +974,58 @@ def run_bench(config: BenchConfig) -> Report:
         else:
             shutil.rmtree(root / "scratch", ignore_errors=True)
     return Report(config, layout, order, results, meta, datasets, skipped)
+
+
+def _run_workload(
+    wl: Workload, ctx: Context, engines: dict[str, Engine], res: dict[str, Result], tag: str
+) -> None:
+    """Warm-up, then ``repeats`` rounds of every engine in turn; fills in ``res``."""
+    progress, repeats = ctx.progress, ctx.config.repeats
+    states: dict[str, State] = {}
+    for n, eng in engines.items():
+        progress(f"{tag}: preparing {n}")
+        try:
+            states[n] = wl.prepare(ctx, eng)
+            res[n].note = eng.note(states[n].handle)
+        except NotApplicable as exc:
+            res[n].status, res[n].reason = "n/a", str(exc)
+        except Exception as exc:  # noqa: BLE001 - any engine failure is reported, not raised
+            res[n].status, res[n].reason = "error", "prepare: " + _error_text(exc)
+    active = list(states)
+
+    def one(n: str, label: str, check: bool) -> float | None:
+        eng, st = engines[n], states[n]
+        progress(f"{tag}: {n} {label}")
+        try:
+            dt, out = _timed(lambda: wl.run(eng, st))
+        except Exception as exc:  # noqa: BLE001
+            res[n].status, res[n].reason = "error", f"{label}: " + _error_text(exc)
+            active.remove(n)
+            return None
+        if check and res[n].status == "ok":
+            try:
+                bad = wl.check(ctx, eng, st, out)
+            except Exception as exc:  # noqa: BLE001
+                bad = "checking raised " + _error_text(exc)
+            if bad:
+                res[n].status, res[n].reason = "mismatch", f"{label}: {bad}"
+        del out
+        return dt
+
+    for n in list(active):
+        res[n].warmup_s = one(n, "warm-up", True)
+    for r in range(repeats):
+        last = r == repeats - 1
+        k = r % len(active) if active else 0
+        for n in active[k:] + active[:k]:  # rotate who goes first
+            dt = one(n, f"run {r + 1}/{repeats}", wl.check_every_run or last)
+            if dt is not None:
+                res[n].times_s.append(dt)
+    ref = res.get("default")
+    ref_median = ref.median_s if ref is not None and ref.status == "ok" else None
+    for r in res.values():
+        if ref_median and r.median_s and r.status in ("ok", "mismatch"):
+            r.speedup = ref_median / r.median_s
 
 
 def _replace(config: BenchConfig, **changes: Any) -> BenchConfig:
@@ -1054,8 +1071,10 @@ def format_report(report: Report) -> str:
     m = report.meta
     v = m["versions"]
     lines = [
-        f"zkernels bench: {lay.describe()}; {report.config.repeats} repeats after a warm-up, "
-        "median shown",
+        (
+            f"zkernels bench: {lay.describe()}; {report.config.repeats} "
+            f"repeat{'s' if report.config.repeats != 1 else ''} after a warm-up, median shown"
+        ),
         f"machine: {m['cpu']}, {m['usable_cpus']} usable cpus, Python {v['python']}, "
         + ", ".join(f"{k} {val}" for k, val in v.items() if k != "python" and val),
         "",
@@ -1128,8 +1147,13 @@ def write_plot(report: Report, path: str) -> str | None:
         bars = ax.bar(xs, ys, width, label=e)
         for b, y in zip(bars, ys, strict=True):
             if y:
-                ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center",
-                            va="bottom", fontsize=6)
+                ax.annotate(
+                    f"{y:.1f}",
+                    (b.get_x() + b.get_width() / 2, y),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                )
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_ylabel("speedup over zarr default (log)")
@@ -1158,24 +1182,32 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
-        "--workloads", type=_csv, default=(),
+        "--workloads",
+        type=_csv,
+        default=(),
         help="comma-separated workloads (default: all): " + ", ".join(WORKLOADS),
     )
     parser.add_argument(
-        "--engines", type=_csv, default=(),
+        "--engines",
+        type=_csv,
+        default=(),
         help="comma-separated engines (default: all installed): " + ", ".join(ENGINES),
     )
     parser.add_argument("--size", type=int, default=None, help="array side N (default 8192)")
     parser.add_argument("--shard", type=int, default=0, help="shard side (default min(2048, N/2))")
     parser.add_argument("--chunk", type=int, default=0, help="inner chunk side (default 64)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per engine (default 5)")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--repeats", type=int, default=None, help="timed runs per engine (default 5)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
         help="small and fast: N=1024, shards 512, chunks 64, 2 repeats (CI, README)",
     )
     parser.add_argument("--seed", type=int, default=0, help="data and selection seed")
     parser.add_argument(
-        "--dir", default=None,
+        "--dir",
+        default=None,
         help="keep datasets here and reuse them next time (default: a temporary folder)",
     )
     parser.add_argument("--json", default=None, metavar="PATH", help="write raw timings here")

@@ -48,8 +48,8 @@ def _quiet(msg: str) -> None:
 class Pipeline:
     """One benchmark per (workload, engine); see ``zkernels.bench.WORKLOADS`` for each workload."""
 
-    params = [WORKLOADS, ENGINES]
-    param_names = ["workload", "engine"]
+    params = [WORKLOADS, ENGINES]  # noqa: RUF012 - asv's convention
+    param_names = ["workload", "engine"]  # noqa: RUF012
     # whole-array calls take 0.05-1 s here: one call per sample, a few samples per process
     number = 1
     repeat = (3, 10, 10.0)
