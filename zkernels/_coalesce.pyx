@@ -18,7 +18,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cnp.import_array()
 
@@ -131,6 +131,58 @@ cdef int _merge_sort(zk_req *a, zk_req *tmp, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+cdef extern from *:
+    int __builtin_clzll(unsigned long long x) nogil
+
+
+cdef int _radix_sort(zk_req *a, zk_req *tmp, Py_ssize_t n) noexcept nogil:
+    """Stable LSD radix sort of ``a`` by ``off``, 11 bits a pass over ``off - min(off)``, as
+    many passes as the span needs; ``tmp`` has room for ``n`` items. The result ends in
+    ``a``."""
+    cdef Py_ssize_t count[2048]
+    cdef Py_ssize_t i, total, c
+    cdef uint64_t lo = a[0].off, hi = a[0].off, span
+    cdef int shift, bits
+    cdef unsigned int digit
+    cdef zk_req *src = a
+    cdef zk_req *dst = tmp
+    cdef zk_req *t
+    for i in range(1, n):
+        if a[i].off < lo:
+            lo = a[i].off
+        if a[i].off > hi:
+            hi = a[i].off
+    span = hi - lo
+    if span == 0:
+        return 0
+    bits = 64 - __builtin_clzll(span)
+    shift = 0
+    while shift < bits:
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[((src[i].off - lo) >> shift) & 2047] += 1
+        digit = <unsigned int>(((src[0].off - lo) >> shift) & 2047)
+        if count[digit] == n:
+            shift += 11
+            continue  # every item has the same digit: nothing to move
+        total = 0
+        for i in range(2048):
+            c = count[i]
+            count[i] = total
+            total += c
+        for i in range(n):
+            digit = <unsigned int>(((src[i].off - lo) >> shift) & 2047)
+            dst[count[digit]] = src[i]
+            count[digit] += 1
+        t = src
+        src = dst
+        dst = t
+        shift += 11
+    if src != a:
+        memcpy(a, src, <size_t>n * sizeof(zk_req))
+    return 0
+
+
 cdef Py_ssize_t coalesce_ranges_c(
     const uint64_t *offsets,          # IN  (n,) request starts
     const uint64_t *lengths,          # IN  (n,) request lengths
@@ -187,7 +239,11 @@ cdef Py_ssize_t coalesce_ranges_c(
         if tmp == NULL:
             free(reqs)
             return ZK_ENOMEM
-        _merge_sort(reqs, tmp, n)
+        # radix sort for many ranges (a few linear passes), merge sort for few
+        if n >= 512:
+            _radix_sort(reqs, tmp, n)
+        else:
+            _merge_sort(reqs, tmp, n)
         free(tmp)
 
     # Zero-length requests met past the current group's stop wait (sorted positions p0..p1,

@@ -89,6 +89,12 @@ ctypedef fused zk_part:
     uint32_t
     uint64_t
 
+# float parts: binary16, binary32, binary64 bit patterns
+ctypedef fused zk_fpart:
+    uint16_t
+    uint32_t
+    uint64_t
+
 
 ctypedef struct zk_view:
     char *data
@@ -265,6 +271,15 @@ cdef int copy_nd_c(
     n = shape[nd - 1]
     dsi = ds[nd - 1]
     ssi = ss[nd - 1]
+    if nd >= 2 and ssi != isz and n >= 16:
+        # A transposing copy: the destination's innermost axis is strided in the source, but
+        # the source is contiguous along another axis t. Walk (t, innermost) in tiles so that
+        # the source cache lines a tile touches are used fully before they are evicted.
+        for k in range(nd - 2, -1, -1):
+            if ss[k] == isz and shape[k] >= 16:
+                _move_axis(k, nd - 2, shape, ds, ss)
+                _copy_tiled(d, s, nd, shape, ds, ss, isz)
+                return ZK_OK
     outer = nd - 1
     for k in range(outer):
         idx[k] = 0
@@ -286,6 +301,59 @@ cdef int copy_nd_c(
             return ZK_OK
 
 
+cdef inline void _move_axis(int src_ax, int dst_ax, Py_ssize_t *shape, Py_ssize_t *s0,
+                            Py_ssize_t *s1) noexcept nogil:
+    # move one axis to a later position, shifting the ones between it left
+    cdef Py_ssize_t n = shape[src_ax], a = s0[src_ax], b = s1[src_ax]
+    cdef int i
+    for i in range(src_ax, dst_ax):
+        shape[i] = shape[i + 1]
+        s0[i] = s0[i + 1]
+        s1[i] = s1[i + 1]
+    shape[dst_ax] = n
+    s0[dst_ax] = a
+    s1[dst_ax] = b
+
+
+cdef void _copy_tiled(char *d, char *s, int nd, const Py_ssize_t *shape, const Py_ssize_t *ds,
+                      const Py_ssize_t *ss, Py_ssize_t isz) noexcept nogil:
+    """Copy with the last two axes (a: source-contiguous, b: destination-innermost) walked in
+    square tiles; the outer axes in an odometer."""
+    cdef Py_ssize_t idx[ZK_MAXD]
+    cdef Py_ssize_t na = shape[nd - 2], nb = shape[nd - 1]
+    cdef Py_ssize_t dsa = ds[nd - 2], ssa = ss[nd - 2], dsb = ds[nd - 1], ssb = ss[nd - 1]
+    cdef Py_ssize_t tile = 64 if isz <= 4 else 32
+    cdef Py_ssize_t a0, a1, b0, b1, a
+    cdef int k, outer = nd - 2
+    for k in range(outer):
+        idx[k] = 0
+    while True:
+        a0 = 0
+        while a0 < na:
+            a1 = a0 + tile if na - a0 > tile else na
+            b0 = 0
+            while b0 < nb:
+                b1 = b0 + tile if nb - b0 > tile else nb
+                for a in range(a0, a1):
+                    _copy_row(d + a * dsa + b0 * dsb, s + a * ssa + b0 * ssb, b1 - b0, dsb, ssb,
+                              isz)
+                b0 = b1
+            a0 = a1
+        k = outer - 1
+        while k >= 0:
+            idx[k] += 1
+            d += ds[k]
+            s += ss[k]
+            if idx[k] < shape[k]:
+                break
+            d -= ds[k] * shape[k]
+            s -= ss[k] * shape[k]
+            idx[k] = 0
+            k -= 1
+        if k < 0:
+            return
+
+
 # ---------------------------------------------------------------------------------------------
 # Fill
 # ---------------------------------------------------------------------------------------------
@@ -304,10 +372,19 @@ cdef inline void _fill_row_w(char *d, Py_ssize_t n, Py_ssize_t ds, const char *p
 
 
 cdef inline void _fill_row(char *d, Py_ssize_t n, Py_ssize_t ds, const char *pat,
-                           Py_ssize_t isz, int same_byte) noexcept nogil:
+                           Py_ssize_t isz, int same_byte, const char *block,
+                           Py_ssize_t blocklen) noexcept nogil:
     cdef Py_ssize_t i, done, total, step
     if ds == isz and same_byte >= 0:
         memset(d, same_byte, <size_t>(n * isz))
+    elif ds == isz and blocklen > 0:
+        # contiguous: copy a block of whole fills (in L1) over the row
+        total = n * isz
+        done = 0
+        while done < total:
+            step = blocklen if total - done > blocklen else total - done
+            memcpy(d + done, block, <size_t> step)
+            done += step
     elif isz == 1:
         _fill_row_w(d, n, ds, pat, <uint8_t *> NULL)
     elif isz == 2:
@@ -343,8 +420,9 @@ cdef int fill_nd_c(
     """Write the ``isz`` bytes at ``pat`` into every element of a strided view."""
     cdef char *d = dst
     cdef Py_ssize_t idx[ZK_MAXD]
-    cdef Py_ssize_t n, dsi, i
+    cdef Py_ssize_t n, dsi, i, blocklen = 0, done, step
     cdef int k, outer, same_byte = <uint8_t> pat[0]
+    cdef char block[ZK_PATTERN]
     for i in range(1, isz):
         if pat[i] != pat[0]:
             same_byte = -1
@@ -357,11 +435,22 @@ cdef int fill_nd_c(
         return ZK_OK
     n = shape[nd - 1]
     dsi = ds[nd - 1]
+    if same_byte < 0 and dsi == isz and n * isz >= 256 and isz <= ZK_PATTERN // 4:
+        # a block of whole fills, at most ZK_PATTERN bytes and at most a row
+        blocklen = (ZK_PATTERN // isz) * isz
+        if blocklen > n * isz:
+            blocklen = n * isz
+        memcpy(block, pat, <size_t> isz)
+        done = isz
+        while done < blocklen:
+            step = done if done <= blocklen - done else blocklen - done
+            memcpy(block + done, block, <size_t> step)
+            done += step
     outer = nd - 1
     for k in range(outer):
         idx[k] = 0
     while True:
-        _fill_row(d, n, dsi, pat, isz, same_byte)
+        _fill_row(d, n, dsi, pat, isz, same_byte, block, blocklen)
         k = outer - 1
         while k >= 0:
             idx[k] += 1
@@ -388,7 +477,25 @@ cdef inline bint _masked_row(const char *p, Py_ssize_t n, Py_ssize_t stride, int
     """
     cdef Py_ssize_t i, j, stop
     cdef zk_part x, y, acc
+    if (nparts == 2 and stride == 2 * <Py_ssize_t> sizeof(zk_part) and f0 == f1
+            and m0 == m1):
+        # a contiguous complex row with the same test on both parts: one row of 2n parts
+        nparts = 1
+        n *= 2
+        stride = sizeof(zk_part)
     i = 0
+    if nparts == 1 and stride == <Py_ssize_t> sizeof(zk_part):
+        # contiguous: a constant stride lets the compiler vectorise the block
+        while i < n:
+            stop = i + 256 if n - i > 256 else n
+            acc = 0
+            for j in range(i, stop):
+                memcpy(&x, p + j * <Py_ssize_t> sizeof(zk_part), sizeof(zk_part))
+                acc |= (x ^ f0) & m0
+            if acc != 0:
+                return False
+            i = stop
+        return True
     while i < n:
         stop = i + 256 if n - i > 256 else n
         acc = 0
@@ -407,42 +514,63 @@ cdef inline bint _masked_row(const char *p, Py_ssize_t n, Py_ssize_t stride, int
     return True
 
 
-cdef inline bint _isnan_bits(zk_part x, bint swap) noexcept nogil:
+cdef inline bint _isnan_bits(zk_fpart x, bint swap) noexcept nogil:
     # IEEE binary16/32/64: exponent all ones and a non-zero mantissa
-    if zk_part is uint16_t:
+    if zk_fpart is uint16_t:
         if swap:
             x = zk_bswap16(x)
         return (x & 0x7FFF) > 0x7C00
-    elif zk_part is uint32_t:
+    elif zk_fpart is uint32_t:
         if swap:
             x = zk_bswap32(x)
         return (x & 0x7FFFFFFFU) > 0x7F800000U
-    elif zk_part is uint64_t:
+    else:
         if swap:
             x = zk_bswap64(x)
         return (x & 0x7FFFFFFFFFFFFFFFULL) > 0x7FF0000000000000ULL
-    else:
-        return False
 
 
 cdef inline bint _nan_row(const char *p, Py_ssize_t n, Py_ssize_t stride, int nparts,
-                          bint swap, zk_part *width) noexcept nogil:
+                          bint swap, zk_fpart *width) noexcept nogil:
     """Whether every element is a NaN (complex: either part is)."""
     cdef Py_ssize_t i, j, stop
-    cdef zk_part x, y
+    cdef zk_fpart x, y
     cdef int ok
     i = 0
+    cdef zk_fpart am, em, bad
+    if nparts == 1 and stride == <Py_ssize_t> sizeof(zk_fpart) and not swap:
+        # contiguous, native order: a constant stride and same-width arithmetic let the
+        # compiler vectorise the block (NaN: |x| > the exponent mask)
+        if zk_fpart is uint16_t:
+            am = 0x7FFF
+            em = 0x7C00
+        elif zk_fpart is uint32_t:
+            am = 0x7FFFFFFFU
+            em = 0x7F800000U
+        else:
+            am = 0x7FFFFFFFFFFFFFFFULL
+            em = 0x7FF0000000000000ULL
+        while i < n:
+            stop = i + 256 if n - i > 256 else n
+            bad = 0
+            for j in range(i, stop):
+                memcpy(&x, p + j * <Py_ssize_t> sizeof(zk_fpart), sizeof(zk_fpart))
+                bad |= <zk_fpart>((x & am) <= em)
+            if bad != 0:
+                return False
+            i = stop
+        return True
     while i < n:
         stop = i + 256 if n - i > 256 else n
         ok = 1
         if nparts == 1:
             for j in range(i, stop):
-                memcpy(&x, p + j * stride, sizeof(zk_part))
+                memcpy(&x, p + j * stride, sizeof(zk_fpart))
                 ok &= _isnan_bits(x, swap)
         else:
             for j in range(i, stop):
-                memcpy(&x, p + j * stride, sizeof(zk_part))
-                memcpy(&y, p + j * stride + <Py_ssize_t> sizeof(zk_part), sizeof(zk_part))
+                memcpy(&x, p + j * stride, sizeof(zk_fpart))
+                memcpy(&y, p + j * stride + <Py_ssize_t> sizeof(zk_fpart), sizeof(zk_fpart))
                 ok &= _isnan_bits(x, swap) | _isnan_bits(y, swap)
         if not ok:
             return False

@@ -125,8 +125,10 @@ def check_plan(plan, offsets, lengths, max_gap, max_size):
 
 def run_both(offsets, lengths, max_gap, max_size):
     plan = coalesce_ranges(offsets, lengths, max_gap_bytes=max_gap, max_coalesced_bytes=max_size)
-    check_plan(plan, list(offsets), list(lengths), max_gap, max_size)
-    groups, rg, ro = coalesce_twin(list(offsets), list(lengths), max_gap, max_size)
+    offsets = [int(x) for x in offsets]  # Python ints: no uint64 wrap-around in the twin
+    lengths = [int(x) for x in lengths]
+    check_plan(plan, offsets, lengths, max_gap, max_size)
+    groups, rg, ro = coalesce_twin(offsets, lengths, max_gap, max_size)
     assert plan.groups.tolist() == groups
     assert plan.request_group.tolist() == rg
     assert plan.request_offset.tolist() == ro
@@ -271,6 +273,21 @@ def test_large_sorted_and_shuffled_agree():
     assert np.array_equal(a.request_group[perm], b.request_group)
     assert np.array_equal(a.request_offset[perm], b.request_offset)
     check_plan(a, offsets.tolist(), lengths.tolist(), 20, 4096)
+
+
+@pytest.mark.parametrize("span", [300, 2**20, 2**40, 2**64 - 2**20])
+def test_many_ranges_radix_path_vs_twin(span):
+    # >= 512 requests take the radix sort: duplicates, zero lengths, ties kept stable
+    rng = np.random.default_rng(span % 1000)
+    n = 1500
+    base = 0 if span < 2**63 else 2**63
+    offsets = [base + int(x) for x in rng.integers(0, min(span, 2**63 - 1), n, dtype=np.uint64)]
+    offsets[::7] = offsets[1::7][: len(offsets[::7])]  # duplicated offsets
+    lengths = [int(x) for x in rng.integers(0, 200, n)]
+    lengths[::5] = [0] * len(lengths[::5])
+    offsets = [min(o, 2**64 - 1 - ln) for o, ln in zip(offsets, lengths)]
+    run_both(offsets, lengths, 50, 5000)
+    run_both(np.array(offsets, np.uint64), np.array(lengths, np.uint64), 0, 1)
 
 
 ranges = st.lists(

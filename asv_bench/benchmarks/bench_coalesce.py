@@ -1,0 +1,120 @@
+"""Benchmarks of zkernels' coalesce_ranges (read planning for sharded reads).
+
+Ranges laid out like a shard's inner chunks (back to back with small random gaps), requested in
+storage order ("sorted") or in a shuffled order ("random", which adds the sort). The baseline is
+a vectorised numpy version of the same rules for sorted input without the size bound (numpy has
+no loop-free way to apply the size cap), to show what the nogil loop costs next to numpy.
+
+Run under asv, or directly for a quick table (from the repository root, with the modules built
+in place): ``PYTHONPATH=. python asv_bench/benchmarks/bench_coalesce.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from zkernels._coalesce import coalesce_ranges
+
+GAP = 64
+MAX = 4 << 20
+
+
+def _ranges(n, order, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1000, 20000, n).astype(np.uint64)
+    gaps = rng.integers(0, 2 * GAP, n).astype(np.uint64)
+    offsets = np.cumsum(lengths + gaps) - lengths
+    if order == "random":
+        perm = rng.permutation(n)
+        offsets, lengths = offsets[perm], lengths[perm]
+    return offsets, lengths
+
+
+def numpy_gap_merge(offsets, lengths, max_gap):
+    """Group sorted, disjoint ranges on gaps alone (no size cap): the numpy baseline."""
+    order = np.argsort(offsets, kind="stable")
+    o = offsets[order]
+    stop = o + lengths[order]
+    new = np.empty(len(o), bool)
+    new[0] = True
+    new[1:] = o[1:] > stop[:-1] + np.uint64(max_gap)
+    gid = np.cumsum(new) - 1
+    starts = o[new]
+    stops = np.maximum.reduceat(stop, np.flatnonzero(new))
+    req_group = np.empty(len(o), np.intp)
+    req_group[order] = gid
+    req_offset = np.empty(len(o), np.uint64)
+    req_offset[order] = o - starts[gid]
+    return np.stack([starts, stops], axis=1), req_group, req_offset
+
+
+class CoalesceRanges:
+    params = ([1_000, 100_000], ["sorted", "random"], ["zkernels", "numpy"])
+    param_names = ["n", "order", "impl"]
+
+    def setup(self, n, order, impl):
+        self.offsets, self.lengths = _ranges(n, order)
+
+    def time_coalesce(self, n, order, impl):
+        if impl == "zkernels":
+            coalesce_ranges(self.offsets, self.lengths, max_gap_bytes=GAP,
+                            max_coalesced_bytes=MAX)
+        else:
+            numpy_gap_merge(self.offsets, self.lengths, GAP)
+
+
+class CoalesceOverhead:
+    """Per-call cost for a handful of ranges given as Python lists (a small partial read)."""
+
+    params = ([4, 32],)
+    param_names = ["n"]
+
+    def setup(self, n):
+        offsets, lengths = _ranges(n, "random")
+        self.offsets, self.lengths = offsets.tolist(), lengths.tolist()
+
+    def time_coalesce_lists(self, n):
+        coalesce_ranges(self.offsets, self.lengths, max_gap_bytes=GAP, max_coalesced_bytes=MAX)
+
+
+def _best(func, *args, repeat=7, min_seconds=0.02):
+    reps = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            func(*args)
+        if time.perf_counter() - t0 >= min_seconds:
+            break
+        reps *= 4
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            func(*args)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def _main() -> None:
+    """Quick self-timing without asv."""
+    print(f"{'benchmark':<36} {'zkernels':>12} {'numpy gap-only':>15}")
+    for n in CoalesceRanges.params[0]:
+        for order in CoalesceRanges.params[1]:
+            times = {}
+            for impl in CoalesceRanges.params[2]:
+                b = CoalesceRanges()
+                b.setup(n, order, impl)
+                times[impl] = _best(b.time_coalesce, n, order, impl)
+            print(f"{f'coalesce {n} {order}':<36} {times['zkernels'] * 1e6:9.1f} us "
+                  f"{times['numpy'] * 1e6:12.1f} us")
+    for n in CoalesceOverhead.params[0]:
+        b = CoalesceOverhead()
+        b.setup(n)
+        print(f"{f'coalesce {n} ranges from lists':<36} "
+              f"{_best(b.time_coalesce_lists, n) * 1e6:9.1f} us")
+
+
+if __name__ == "__main__":
+    _main()
