@@ -290,6 +290,17 @@ class _ArrayPlan:
             index_location="start" if plan.index_at_start else "end",
         )
 
+    def index_from_suffix(self, raw: np.ndarray | None) -> np.ndarray | None:
+        """The parsed index from the bytes of an index-only request (None: missing shard)."""
+        if raw is None:
+            return None
+        if raw.size != self.index_nbytes:
+            raise ShardIndexError(
+                f"shard too short: got {raw.size} bytes where its {self.index_nbytes}-byte "
+                "index should be"
+            )
+        return self.parse_index(raw, None)
+
     def index_of_whole(self, shard: np.ndarray) -> np.ndarray:
         n = self.index_nbytes
         if shard.size < n:
@@ -431,15 +442,7 @@ class _Source:
                     cache.put(key, index)
                 return self._slice_whole(shard, index, items)
             (raw,) = yield [(key, plan.index_range)]
-            if raw is None:
-                index = None
-            else:
-                if raw.size != plan.index_nbytes:
-                    raise ShardIndexError(
-                        f"shard too short: got {raw.size} bytes where its "
-                        f"{plan.index_nbytes}-byte index should be"
-                    )
-                index = plan.parse_index(raw, None)
+            index = plan.index_from_suffix(raw)
             if cache is not None:
                 cache.put(key, index)
         if index is None:
@@ -519,12 +522,6 @@ class _Source:
         except StopIteration as stop:
             return stop.value
 
-    def fetch_blocking(self, unit: _Unit) -> list[Any]:
-        """Fetch one unit from the calling thread (sync store, or a hop to the IO loop)."""
-        if self.sync:
-            return self.fetch_sync(unit)
-        return asyncio.run_coroutine_threadsafe(self.fetch_async(unit), _blocking_loop()).result()
-
     def describe(self, unit: _Unit) -> str:
         key, items, _ = unit
         more = f" (and {len(items) - 1} more read with it)" if len(items) > 1 else ""
@@ -554,13 +551,47 @@ class _Source:
             _place(out, sel, chunk, sel)
         return out
 
+    def get(self, key: str, byte_range: Any = None) -> np.ndarray | None:
+        """One request from the calling thread (sync store, or a hop to the IO loop)."""
+        if self.sync:
+            return self.get_sync(key, byte_range)
+        coro = self.get_async(key, byte_range)
+        return asyncio.run_coroutine_threadsafe(coro, _blocking_loop()).result()
+
     def read_one(self, coords: tuple[int, ...]) -> np.ndarray:
-        unit = self.units([coords])[0]
+        """One read-grid chunk, fetched and decoded in the calling thread: the shortest path
+        (no grouping, no generator, no coalescing), for :meth:`ChunkReader.read_chunk`."""
+        plan = self.plan
+        if not plan.sharded:
+            key = self.key(coords)
+            try:
+                raw = self.get(key)
+            except Exception as exc:
+                raise self.fetch_error(exc, (key, [(coords, None)], True)) from None
+            return self.materialize(coords, raw, key)
+        shard, inner = plan.split(coords)
+        key = self.key(shard)
         try:
-            (raw,) = self.fetch_blocking(unit)
+            cache = self.cache
+            index = cache.get(key) if cache is not None else _MISS
+            if index is _MISS:
+                index = plan.index_from_suffix(self.get(key, plan.index_range))
+                if cache is not None:
+                    cache.put(key, index)
+            raw = None
+            if index is not None:
+                off, nb = index.item(*inner, 0), index.item(*inner, 1)
+                if off != _EMPTY and nb:
+                    raw = self.get(key, RangeByteRequest(off, off + nb))
+                    if raw is None or raw.size < nb:
+                        got = 0 if raw is None else raw.size
+                        raise CorruptChunkError(
+                            f"inner chunk {inner} lies past the end of the shard: bytes "
+                            f"[{off}, {off + nb}) requested, {got} returned"
+                        )
         except Exception as exc:
-            raise self.fetch_error(exc, unit) from None
-        return self.materialize(coords, raw, unit[0])
+            raise self.fetch_error(exc, (key, [(coords, inner)], False)) from None
+        return self.materialize(coords, raw, key)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -579,11 +610,6 @@ class _Source:
                 await self.store.set(key, _PROTO.buffer.from_array_like(data))
 
         asyncio.run_coroutine_threadsafe(go(), _blocking_loop()).result()
-
-    def get_blocking(self, key: str) -> np.ndarray | None:
-        if self.sync:
-            return self.get_sync(key)
-        return asyncio.run_coroutine_threadsafe(self.get_async(key), _blocking_loop()).result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,25 +703,30 @@ class _Limiter:
 
 
 class _Run:
-    """One stream or region read: its chunk futures not yet consumed, its in-flight async IO,
-    and a cancellation flag that queued IO and decode jobs check before starting."""
+    """One stream or region read: its batches of chunk futures not yet consumed, its in-flight
+    async IO, and a cancellation flag that queued IO and decode jobs check before starting."""
 
     def __init__(self) -> None:
         self.cancelled = False
-        self._futures: set[Future] = set()
+        self._batches: dict[int, list[Future]] = {}
+        self._tokens = itertools.count()
         self._io: set[Future] = set()
         self._lock = threading.Lock()
 
-    def add(self, futures: Iterable[Future]) -> None:
+    def add(self, futures: list[Future]) -> int:
+        """Track a batch of futures (one lock per batch, not per chunk); returns its token."""
         with self._lock:
-            self._futures.update(futures)
+            token = next(self._tokens)
+            self._batches[token] = futures
             cancelled = self.cancelled
         if cancelled:
             self.cancel()
+        return token
 
-    def discard(self, fut: Future) -> None:
+    def drop(self, token: int) -> None:
+        """Forget a batch the consumer is done with."""
         with self._lock:
-            self._futures.discard(fut)
+            self._batches.pop(token, None)
 
     def track(self, fut: Future) -> bool:
         with self._lock:
@@ -713,10 +744,11 @@ class _Run:
         Does not wait: running decodes finish on their own, queued jobs see the flag."""
         with self._lock:
             self.cancelled = True
-            futures, self._futures = list(self._futures), set()
+            batches, self._batches = list(self._batches.values()), {}
             io, self._io = list(self._io), set()
-        for f in futures:
-            f.cancel()
+        for futures in batches:
+            for f in futures:
+                f.cancel()
         for f in io:
             f.cancel()
 
@@ -1044,12 +1076,16 @@ class ChunkReader:
         consume: Callable[[tuple[int, ...], Any, str], Any],
         *,
         inline_first: bool = False,
+        track: bool = True,
     ) -> list[Future]:
         """Start fetching ``units`` and decoding their chunks; one future per chunk, in the
-        order of the units' items. Every future is settled: result, exception or cancelled."""
+        order of the units' items. Every future is settled: result, exception or cancelled
+        (a job that finds the run cancelled cancels its futures). ``track=False``: the caller
+        hands them to ``run.add`` itself."""
         jobs = [(unit, [Future() for _ in unit[1]]) for unit in units]
         futures = [f for _, futs in jobs for f in futs]
-        run.add(futures)
+        if track:
+            run.add(futures)
         for job in jobs:
             if inline_first:  # a single unit on a sync store: no hop for the IO
                 self._fetch_then_decode(run, job, consume)
@@ -1064,6 +1100,8 @@ class ChunkReader:
     def _fetch_then_decode(self, run: _Run, job, consume) -> None:
         unit, futs = job
         if run.cancelled or all(f.cancelled() for f in futs):
+            for f in futs:
+                f.cancel()
             return
         try:
             raws = self._src.fetch_sync(unit)
@@ -1077,6 +1115,8 @@ class ChunkReader:
     def _fetch_async(self, run: _Run, job, consume, done: Callable[[], None]) -> None:
         unit, futs = job
         if run.cancelled or all(f.cancelled() for f in futs):
+            for f in futs:
+                f.cancel()
             done()
             return
         try:
@@ -1169,53 +1209,65 @@ class ChunkReader:
         readahead_bytes = operator.index(readahead_bytes)
         if readahead_bytes < 0:
             raise ValueError(f"readahead_bytes must be >= 0, got {readahead_bytes}")
-        source = iter(_all_coords(self._plan.grid_shape) if coords is None else coords)
-        return self._stream(source, readahead_bytes)
+        if coords is None:
+            return self._stream(_all_coords(self._plan.grid_shape), readahead_bytes, True)
+        return self._stream(iter(coords), readahead_bytes, False)
 
-    def _stream(self, source: Iterator[Any], budget: int):
+    def _stream(self, source: Iterator[Any], budget: int, trusted: bool):
         plan, src = self._plan, self._src
         run = _Run()
         self._register(run)
-        pending: deque[tuple[Any, Future, int]] = deque()
+        # (coords, future, decoded bytes, batch token); batch token -> futures left to yield
+        pending: deque[tuple[Any, Future, int, int]] = deque()
+        left: dict[int, int] = {}
         outstanding = 0
         exhausted = False
+        norm = self._norm
+        nbytes_of = plan.nbytes_of
         try:
             while True:
                 if not exhausted and (not pending or outstanding <= budget // 2):
                     # admit a batch: up to the budget (at least one chunk)
                     batch: list[tuple[Any, int, Future | None]] = []
                     wanted: list[tuple[int, ...]] = []
-                    while len(pending) + len(batch) < _MAX_AHEAD and (
-                        outstanding < budget or not (pending or wanted)
-                    ):
+                    room = _MAX_AHEAD - len(pending)
+                    while len(batch) < room and (outstanding < budget or not (pending or wanted)):
                         c = next(source, _END)
                         if c is _END:
                             exhausted = True
                             break
-                        try:
-                            c = self._norm(c, "chunk")
-                        except Exception as exc:  # raised in order, when the stream gets there
-                            bad: Future = Future()
-                            bad.set_exception(exc)
-                            batch.append((c, 0, bad))
-                            continue
-                        nb = plan.nbytes_of(c)
+                        if not trusted:
+                            try:
+                                c = norm(c, "chunk")
+                            except Exception as exc:  # raised in order, when the stream gets there
+                                bad: Future = Future()
+                                bad.set_exception(exc)
+                                batch.append((c, 0, bad))
+                                continue
+                        nb = nbytes_of(c)
                         outstanding += nb
                         batch.append((c, nb, None))
                         wanted.append(c)
-                    futs = iter(self._start_batch(run, wanted) if wanted else ())
-                    for c, nb, f in batch:
-                        pending.append((c, f if f is not None else next(futs), nb))
+                    if batch:
+                        futs_list = self._start_batch(run, wanted) if wanted else []
+                        token = run.add(futs_list)
+                        left[token] = len(batch)
+                        futs = iter(futs_list)
+                        for c, nb, f in batch:
+                            pending.append((c, f if f is not None else next(futs), nb, token))
                 if not pending:
                     return
-                c, f, nb = pending.popleft()
+                c, f, nb, token = pending.popleft()
                 try:
                     value = f.result()
                 except CancelledError:
                     raise ReaderClosedError(
                         f"ChunkReader for array {src.name!r} was closed while streaming"
                     ) from None
-                run.discard(f)
+                left[token] -= 1
+                if not left[token]:
+                    del left[token]
+                    run.drop(token)
                 outstanding -= nb
                 yield c, value
         finally:
@@ -1226,7 +1278,6 @@ class ChunkReader:
         """Futures for ``batch`` (same order), fetched by storage key."""
         if not self._plan.accelerated:  # codecs zkernels does not run: zarr reads each chunk
             futs = [Future() for _ in batch]
-            run.add(futs)
             for c, f in zip(batch, futs, strict=True):
                 region = self._plan.region(c, self._plan.chunk_shape)
 
@@ -1242,7 +1293,7 @@ class ChunkReader:
             return futs
         src = self._src
         units = src.units(batch)
-        unit_futs = iter(self._launch(run, units, src.materialize))
+        unit_futs = iter(self._launch(run, units, src.materialize, track=False))
         # units group the chunks by key: hand each requested position its future back
         by_coords: dict[tuple[int, ...], deque[Future]] = {}
         for unit in units:
@@ -1321,7 +1372,7 @@ def _read_doc(store: Store, path: str) -> tuple[bytes, int]:
     """The array's metadata document as stored (zarr.json, else .zarray)."""
     probe = _Source(None, store, path, None)  # type: ignore[arg-type]
     for name, fmt in (("zarr.json", 3), (".zarray", 2)):
-        raw = probe.get_blocking(_join(path, name))
+        raw = probe.get(_join(path, name))
         if raw is not None:
             return raw.tobytes(), fmt
     raise ArrayNotFoundError(
@@ -1481,7 +1532,7 @@ def write_chunk(
     try:
         sw = _ShardWrite(plan.shard_plan, item, value, bound, opts)
         if sw.need_existing:
-            sw.set_existing(src.get_blocking(key))
+            sw.set_existing(src.get(key))
         sw.encoded.update(sw.encode_entries(sw.entries))
         new = sw.assemble()
     except ZKernelsError as exc:
