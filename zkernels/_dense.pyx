@@ -10,6 +10,7 @@
 # runs both cores in one `with nogil:` block (validation of every chunk touched comes first, so a
 # bad index raises before anything is written), then turns a status into a zkernels error.
 
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -434,7 +435,7 @@ cdef int dense_validate_c(
     cdef Py_ssize_t hi[MAXDIM]
     cdef Py_ssize_t c[MAXDIM]
     cdef Py_ssize_t lin
-    cdef uint64_t off, nb
+    cdef uint64_t off, nb, first = 0
     cdef int k, nd = a.ndim
     scan.n_full = 0
     scan.n_empty = 0
@@ -461,9 +462,15 @@ cdef int dense_validate_c(
                 return DENSE_PAST_END
             if nb != a.chunk_nbytes:
                 return DENSE_BAD_NBYTES
-            if scan.n_full > 0 and (off - scan.min_offset) % a.chunk_nbytes != 0 and \
-                    (scan.min_offset - off) % a.chunk_nbytes != 0:
-                scan.on_grid = False
+            # on the grid of the first chunk seen (only steers the traversal order)
+            if scan.n_full > 0:
+                if off >= first:
+                    if (off - first) % a.chunk_nbytes != 0:
+                        scan.on_grid = False
+                elif (first - off) % a.chunk_nbytes != 0:
+                    scan.on_grid = False
+            else:
+                first = off
             if off < scan.min_offset:
                 scan.min_offset = off
             if off > scan.max_offset:
@@ -762,6 +769,8 @@ def reconstruct_dense(shard, index, out, *, chunk_shape, region_start, fill_valu
     for k in range(nd):
         if chunk_shape[k] <= 0:
             raise ValueError(f"chunk_shape must be positive, got {chunk_shape}")
+        if shard_shape[k] > PY_SSIZE_T_MAX:  # keeps every coordinate in Py_ssize_t
+            raise ValueError(f"shard of shape {shard_shape} is too large")
         if region_start[k] < 0 or region_start[k] + out.shape[k] > shard_shape[k]:
             raise ValueError(
                 f"box [{region_start}, +{out.shape}) is outside the shard of shape {shard_shape} "
@@ -781,7 +790,7 @@ def reconstruct_dense(shard, index, out, *, chunk_shape, region_start, fill_valu
     for c in chunk_shape:
         chunk_elems *= c
     chunk_nbytes = chunk_elems * itemsize
-    if chunk_nbytes >= <object>EMPTY:
+    if chunk_nbytes > PY_SSIZE_T_MAX:  # keeps every byte offset inside a chunk in Py_ssize_t
         raise ValueError(f"chunk of {chunk_shape} x {itemsize} bytes is too large")
 
     # the fill pattern: whole elements, up to FILL_ROW_BYTES

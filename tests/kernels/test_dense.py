@@ -456,6 +456,15 @@ def test_argument_errors():
         reconstruct_dense(shard, index, out, chunk_shape=(4, "a"), region_start=(0, 0))
     with pytest.raises(TypeError, match="C-contiguous"):
         reconstruct_dense(np.frombuffer(shard, np.uint8)[::2], index, out, **kw)
+    # sizes past Py_ssize_t: refused, not wrapped around
+    empty = np.full((2, 2, 2), EMPTY)
+    with pytest.raises(ValueError, match="too large"):
+        reconstruct_dense(b"", empty, out[:1, :1], chunk_shape=(2**62, 4), region_start=(0, 0))
+    with pytest.raises(ValueError, match="too large"):
+        reconstruct_dense(b"", empty, out[:1, :1], chunk_shape=(2**40, 2**40),
+                          region_start=(0, 0))
+    with pytest.raises(ValueError, match="outside the shard"):
+        reconstruct_dense(b"", empty, out[:1, :1], chunk_shape=(4, 4), region_start=(2**70, 0))
 
 
 # ------------------------------------------------------------------------------------------------
