@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,12 @@ except ImportError:  # running from a source checkout: python scripts/fuzz_shard
 
 from zkernels._dense import reconstruct_dense
 from zkernels._shard_index import check_dense, encode_shard_index, parse_shard_index
-from zkernels.errors import ChecksumError, CorruptChunkError, ShardIndexError, ZKernelsError
+from zkernels.errors import (
+    ChecksumError,
+    CorruptChunkError,
+    ShardIndexError,
+    ZKernelsError,
+)
 
 MAX = 2**64 - 1
 # outcome counts, to see that the generator reaches every branch (printed by main)
@@ -121,7 +127,7 @@ def ref_check_dense(index, chunk_nbytes):
             return False, None
         entries.append((off, i))
     entries.sort()
-    for (o1, _), (o2, _) in zip(entries, entries[1:]):
+    for (o1, _), (o2, _) in itertools.pairwise(entries):
         if o1 + chunk_nbytes > o2:
             return False, None
     return True, [i for _, i in entries]

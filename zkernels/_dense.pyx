@@ -93,9 +93,13 @@ cdef extern from *:
         head = (Py_ssize_t)((16 - ((uintptr_t)d & 15)) & 15);
         /* the head is a whole number of units: d is unit-aligned and unit divides 16 */
         for (i = 0; i < head; i += unit) {
-            if (unit == 2) { uint16_t v; memcpy(&v, s + i, 2); v = __builtin_bswap16(v); memcpy(d + i, &v, 2); }
-            else if (unit == 4) { uint32_t v; memcpy(&v, s + i, 4); v = __builtin_bswap32(v); memcpy(d + i, &v, 4); }
-            else { uint64_t v; memcpy(&v, s + i, 8); v = __builtin_bswap64(v); memcpy(d + i, &v, 8); }
+            if (unit == 2) {
+                uint16_t v; memcpy(&v, s + i, 2); v = __builtin_bswap16(v); memcpy(d + i, &v, 2);
+            } else if (unit == 4) {
+                uint32_t v; memcpy(&v, s + i, 4); v = __builtin_bswap32(v); memcpy(d + i, &v, 4);
+            } else {
+                uint64_t v; memcpy(&v, s + i, 8); v = __builtin_bswap64(v); memcpy(d + i, &v, 8);
+            }
         }
         done = head;
         for (; done + 16 <= n; done += 16)
@@ -154,7 +158,7 @@ cdef struct DenseArgs:
     int swap_unit                      # 0: plain copy; 2/4/8: reverse every unit of that size
     const uint8_t *shard
     uint64_t shard_nbytes
-    const uint64_t *index              # native (offset, nbytes) pairs, C order over chunks_per_shard
+    const uint64_t *index              # native (offset, nbytes) pairs, C order over the chunks
     uint64_t chunk_nbytes              # prod(chunk_shape) * itemsize
     uint8_t *out                       # address of out[0, ..., 0]
     const uint8_t *fill                # FILL_ROW_BYTES // itemsize * itemsize bytes of pattern
@@ -213,7 +217,8 @@ cdef inline void swap_units_contig(uint8_t *dst, const uint8_t *src, Py_ssize_t 
 
 cdef inline void copy_bytes(uint8_t *dst, const uint8_t *src, Py_ssize_t n) noexcept nogil:
     # Rows of a few hundred bytes are the common case (a 64-element row of a uint16 chunk is 128
-    # bytes): constant-size 16-byte moves inline, where a libc memcpy call costs as much as the copy.
+    # bytes): constant-size 16-byte moves inline, where a libc memcpy call costs as much as the
+    # copy.
     cdef Py_ssize_t i = 0
     if n > 512:
         memcpy(dst, src, <size_t>n)
@@ -453,7 +458,9 @@ cdef int dense_validate_c(
         if off == EMPTY and nb == EMPTY:
             scan.n_empty += 1
         else:
-            err.chunk = lin; err.offset = off; err.nbytes = nb
+            err.chunk = lin
+            err.offset = off
+            err.nbytes = nb
             if off == EMPTY or nb == EMPTY:
                 return DENSE_HALF_EMPTY
             if nb > EMPTY - off:

@@ -1,13 +1,13 @@
 """Shard index kernels (sharding_indexed): parse, encode, dense check."""
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import Buffer
 
-_ByteOrder = Literal["little", "big", "<", ">"]
+_ByteOrder: TypeAlias = Literal["little", "big", "<", ">"]
 
 def shard_index_nbytes(n_chunks: int | Sequence[int], checksum: bool = True) -> int: ...
 def parse_shard_index(

@@ -15,7 +15,7 @@ from libc.string cimport memcpy
 
 cimport numpy as cnp
 
-from zkernels._common cimport ZK_NATIVE_LITTLE, zk_load_le32, zk_load_u64, zk_store_le32, zk_store_u64
+from zkernels._common cimport ZK_NATIVE_LITTLE, zk_load_le32, zk_store_le32, zk_store_u64
 from zkernels._crc32c cimport zk_crc32c
 
 # The load + screen loop of parse, in C so that gcc can build an AVX2 clone of it (unsigned 64-bit
@@ -91,6 +91,14 @@ cdef struct ParseError:
 # ------------------------------------------------------------------------------------------------
 # nogil cores
 
+cdef inline int parse_error(ParseError *err, Py_ssize_t entry, uint64_t offset, uint64_t nbytes,
+                            int status) noexcept nogil:
+    err.entry = entry
+    err.offset = offset
+    err.nbytes = nbytes
+    return status
+
+
 cdef int parse_shard_index_c(
     const uint8_t *raw,      # IN  16*n_chunks entry bytes, then the crc32c when `checksum`
     Py_ssize_t n_chunks,     # IN  number of entries
@@ -118,25 +126,21 @@ cdef int parse_shard_index_c(
     if not zk_index_load_screen(raw, out, n_chunks, little != ZK_NATIVE_LITTLE,
                                 shard_nbytes if check_end else EMPTY, index_lo, index_hi):
         return PARSE_OK
-    # Pass 3, only for a bad index: find the first bad entry and say what is wrong with it.
+    # Pass 2, only for a bad index: find the first bad entry and say what is wrong with it.
     for i in range(n_chunks):
         off = out[2 * i]
         nb = out[2 * i + 1]
+        if off == EMPTY and nb == EMPTY:
+            continue
         if off == EMPTY or nb == EMPTY:
-            if off == EMPTY and nb == EMPTY:
-                continue
-            err.entry = i; err.offset = off; err.nbytes = nb
-            return PARSE_HALF_EMPTY
+            return parse_error(err, i, off, nb, PARSE_HALF_EMPTY)
         if nb > EMPTY - off:
-            err.entry = i; err.offset = off; err.nbytes = nb
-            return PARSE_OVERFLOW
+            return parse_error(err, i, off, nb, PARSE_OVERFLOW)
         if check_end and off + nb > shard_nbytes:
-            err.entry = i; err.offset = off; err.nbytes = nb
-            return PARSE_PAST_END
+            return parse_error(err, i, off, nb, PARSE_PAST_END)
         # [off, off + nb) intersects [index_lo, index_hi); a zero-length chunk intersects nothing.
         if nb != 0 and off < index_hi and off + nb > index_lo:
-            err.entry = i; err.offset = off; err.nbytes = nb
-            return PARSE_OVERLAPS_INDEX
+            return parse_error(err, i, off, nb, PARSE_OVERLAPS_INDEX)
     return PARSE_OK
 
 
@@ -387,7 +391,8 @@ def parse_shard_index(raw, chunks_per_shard, *, byteorder="little", checksum=Tru
             f"shard index checksum mismatch: stored crc32c 0x{err.stored:08x}, "
             f"computed 0x{err.computed:08x} over {16 * n} bytes"
         )
-    where = f"shard index entry {_coords(err.entry, shape)} (offset={err.offset}, nbytes={err.nbytes})"
+    where = (f"shard index entry {_coords(err.entry, shape)} "
+             f"(offset={err.offset}, nbytes={err.nbytes})")
     if status == PARSE_HALF_EMPTY:
         raise ShardIndexError(
             f"{where} is half empty: an empty entry has both fields 2**64-1 (0x{EMPTY:x})"

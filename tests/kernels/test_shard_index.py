@@ -8,6 +8,7 @@ decoded by zarr's own ShardingCodec.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 
 import numpy as np
@@ -186,14 +187,14 @@ def test_zero_length_entries_are_legal():
 def index_cases(draw):
     ndim = draw(st.integers(1, 4))
     cps = tuple(draw(st.lists(st.integers(1, 5), min_size=ndim, max_size=ndim)))
-    return dict(
-        cps=cps,
-        byteorder=draw(st.sampled_from(["little", "big"])),
-        checksum=draw(st.booleans()),
-        empty_frac=draw(st.sampled_from([0.0, 0.5, 1.0])),
-        location=draw(st.sampled_from(["start", "end"])),
-        seed=draw(st.integers(0, 2**32 - 1)),
-    )
+    return {
+        "cps": cps,
+        "byteorder": draw(st.sampled_from(["little", "big"])),
+        "checksum": draw(st.booleans()),
+        "empty_frac": draw(st.sampled_from([0.0, 0.5, 1.0])),
+        "location": draw(st.sampled_from(["start", "end"])),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
 
 
 @settings(max_examples=200, deadline=None)
@@ -272,7 +273,7 @@ def _valid(cps=(2, 3), location="end", checksum=True):
 
 @pytest.mark.parametrize("checksum", [True, False])
 def test_wrong_length(checksum):
-    index, size, nbi = _valid(checksum=checksum)
+    index, _size, nbi = _valid(checksum=checksum)
     raw = encode_shard_index(index, checksum=checksum)
     for bad in (raw[:-1], raw + b"\x00", raw[:16], b""):
         with pytest.raises(ShardIndexError, match=rf"has {len(bad)} bytes, expected {nbi}"):
@@ -281,7 +282,7 @@ def test_wrong_length(checksum):
 
 @pytest.mark.parametrize("pos", [0, 17, -5, -1])
 def test_flipped_byte_checksum(pos):
-    index, size, nbi = _valid()
+    index, _size, _nbi = _valid()
     raw = bytearray(encode_shard_index(index))
     raw[pos] ^= 0x40
     with pytest.raises(ChecksumError, match=r"stored crc32c 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}"):
@@ -327,7 +328,7 @@ def test_overlapping_the_index_start():
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_half_empty(which):
-    index, size, nbi = _valid()
+    index, size, _nbi = _valid()
     bad = index.copy()
     bad[1, 2, which] = EMPTY
     with pytest.raises(ShardIndexError, match=r"entry \(1, 2\).*half empty"):
@@ -335,7 +336,7 @@ def test_half_empty(which):
 
 
 def test_shard_too_short_for_index():
-    index, size, nbi = _valid()
+    index, _size, nbi = _valid()
     raw = encode_shard_index(index)
     with pytest.raises(ShardIndexError, match=rf"shard of {nbi - 1} bytes is too short to hold "
                                               rf"its {nbi}-byte index"):
@@ -430,7 +431,7 @@ def twin_dense(index, chunk_nbytes):
     if any(nb != chunk_nbytes or off == MAX or off + nb > MAX for off, nb, _ in entries):
         return False, None
     entries.sort()
-    for (o1, n1, _), (o2, _, _) in zip(entries, entries[1:]):
+    for (o1, n1, _), (o2, _, _) in itertools.pairwise(entries):
         if o1 + n1 > o2:
             return False, None
     return True, [i for _, _, i in entries]
