@@ -312,9 +312,10 @@ def test_iter_chunks_bad_coords_raise_in_order():
 def test_iter_chunks_close_early_cancels(kind, tmp_path):
     base = zarr.storage.LocalStore(tmp_path / "big.zarr")
     arr = create(base, "v3-sharded-end", shape=(160, 160), chunks=(4, 4), fill=False)
-    if kind == "slow":
-        store = SlowStore(zarr.storage.MemoryStore(), latency=0.05)
-        arr = create(store, "v3-sharded-end", shape=(160, 160), chunks=(4, 4), fill=False)
+    if kind == "slow":  # the same data behind an async-only store with 50 ms per request
+        store = SlowStore(base, latency=0.05)
+        with zarr.config.set({"codec_pipeline.path": DEFAULT}):
+            arr = zarr.open_array(store, path="arr", mode="r")
     ref = arr
     r = ChunkReader(arr, io_concurrency=4)
     it = r.iter_chunks(readahead_bytes=4096)
@@ -630,6 +631,19 @@ def test_functional_write_chunk_stores_zarrs_bytes(case, kind, tmp_path):
     assert_same(reference(ref)[...], reference(ours)[...])
 
 
+def test_functional_write_chunk_shapes():
+    store = zarr.storage.MemoryStore()
+    arr = create(store, "v3-sharded-end", fill=False)
+    write_chunk(store, "arr", (0, 0), np.arange(8, dtype="u2"))  # broadcasts along rows
+    assert_same(np.broadcast_to(np.arange(8, dtype="u2"), (5, 8)), reference(arr)[0:5, 0:8])
+    write_chunk(store, "arr", (0, 1), [[1] * 8] * 5)  # lists convert like arr[...] = list
+    assert reference(arr)[0:5, 8:16].tolist() == [[1] * 8] * 5
+    with pytest.raises(ValueError, match="does not fit chunk"):
+        write_chunk(store, "arr", (0, 0), np.zeros((3, 3)))
+    with pytest.raises(IndexError):
+        write_chunk(store, "arr", (9, 9), 0)
+
+
 def test_functional_cache_follows_rewritten_metadata(tmp_path):
     for kind in ("memory", "local"):
         store = make_store(kind, tmp_path, "cache")
@@ -652,3 +666,47 @@ def test_functional_cache_follows_rewritten_metadata(tmp_path):
         create(store, "v3-none", name="y", shape=(4 + i,), chunks=(4,), fill=False)
         read_chunk(store, "y", (0,))
     assert len(zr._PLANS) <= zr._PLANS_MAX
+
+
+_FORKED: dict = {}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs fork")
+def test_reader_streams_in_a_forked_child(tmp_path):
+    import multiprocessing
+
+    arr = create(zarr.storage.LocalStore(tmp_path / "f.zarr"), "v3-sharded-end")
+    r = ChunkReader(arr)
+    n = prod(r.chunk_grid_shape)
+    assert len(list(r.iter_chunks(readahead_bytes=4096))) == n  # the parent's threads exist
+    _FORKED["reader"] = r
+    ctx = multiprocessing.get_context("fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        proc = ctx.Process(target=_stream_in_child, args=(n,))
+        proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    _FORKED.clear()
+    r.close()
+
+
+def _stream_in_child(n: int) -> None:
+    reader = _FORKED["reader"]
+    ok = sum(1 for _ in reader.iter_chunks(readahead_bytes=4096)) == n
+    ok = ok and reader.read_region(...).shape == reader.shape
+    import os
+
+    os._exit(0 if ok else 1)
+
+
+def test_reader_pickles():
+    import pickle
+
+    arr = create(zarr.storage.MemoryStore(), "v3-sharded-end")
+    with ChunkReader(arr, io_concurrency=3, decode_threads=1) as r:
+        r2 = pickle.loads(pickle.dumps(r))
+    assert (r2.io_concurrency, r2.decode_threads) == (3, 1) and not r2.closed
+    for c, chunk in r2.iter_chunks():
+        assert_same(arr[r2.chunk_region(c)], chunk, c)
+    r2.close()

@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import json
 import operator
+import os
 import threading
 import weakref
 from collections import OrderedDict, deque
@@ -829,10 +830,17 @@ class ChunkReader:
         self._src = _Source(self._plan, store_path.store, store_path.path, self._cache)
         self._lock = threading.Lock()
         self._closed = False
-        self._workers = _Workers(io_concurrency)
-        self._io_limit = _Limiter(io_concurrency)
-        self._decode_limit = _Limiter(decode_threads)
         self._runs: weakref.WeakSet[_Run] = weakref.WeakSet()
+        self._fresh_engine()
+
+    def _fresh_engine(self) -> None:
+        """IO threads and limiters for this process (after a fork the parent's are void: their
+        threads do not exist in the child and their counts include jobs that never finish)."""
+        self._pid = os.getpid()
+        self._workers = _Workers(self.io_concurrency)
+        self._io_limit = _Limiter(self.io_concurrency)
+        self._decode_limit = _Limiter(self.decode_threads)
+        self._runs = weakref.WeakSet()
         self._finalizer = weakref.finalize(self, self._workers.close)
 
     # -- properties --------------------------------------------------------------------------
@@ -909,6 +917,19 @@ class ChunkReader:
             run.cancel()
         self._workers.close()
         self._cache.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a reader travels as its array and settings (e.g. to data-loader worker processes)
+        return {
+            "array": self._array,
+            "io_concurrency": self.io_concurrency,
+            "decode_threads": self.decode_threads,
+            "index_cache_bytes": self._cache.max_bytes,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        array = state.pop("array")
+        self.__init__(array, **state)  # type: ignore[misc]
 
     def __enter__(self) -> ChunkReader:
         self._check_open()
@@ -1064,6 +1085,10 @@ class ChunkReader:
     # -- the engine --------------------------------------------------------------------------
 
     def _register(self, run: _Run) -> None:
+        if self._pid != os.getpid():  # forked: a lock held by a parent thread stays held
+            self._lock = threading.Lock()
+            self._cache = self._src.cache = _IndexCache(self._cache.max_bytes)
+            self._fresh_engine()
         with self._lock:
             if self._closed:
                 raise ReaderClosedError(f"ChunkReader for array {self._src.name!r} is closed")
@@ -1506,7 +1531,13 @@ def write_chunk(
     value = _as_value(data, plan.dtype)
     shape = plan.trimmed_shape(c)
     if value.ndim and value.shape != shape:
-        value = np.broadcast_to(value, shape)
+        try:
+            value = np.broadcast_to(value, shape)
+        except ValueError:
+            raise ValueError(
+                f"array {src.name!r}: data of shape {value.shape} does not fit chunk {c}, "
+                f"of shape {shape}"
+            ) from None
     opts = options()
     bound = plan.bound
     if not plan.sharded:
