@@ -30,7 +30,6 @@ from cpython.bool cimport PyBool_Check
 from cpython.slice cimport PySlice_Check, PySlice_Unpack, PySlice_AdjustIndices
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.number cimport PyIndex_Check
-from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
@@ -56,14 +55,16 @@ cdef extern from *:
         uint64_t lo
         uint64_t hi
 
-# numpy 2.x allows 64 dimensions; our views never exceed the arrays' own.
-DEF ZK_MAXD = 64
-# Contiguous bytes compared per memcmp call in is_fill: a repeated-fill pattern this long stays
-# in L1 while the data streams past it.
-DEF ZK_PATTERN = 4096
-# Below this many bytes, releasing and re-taking the GIL costs more than the copy itself
-# (numpy does the same with NPY_BEGIN_THREADS_THRESHOLDED).
-DEF ZK_NOGIL_MIN_BYTES = 16384
+cdef enum:
+    # numpy 2.x allows 64 dimensions; our views never exceed the arrays' own.
+    ZK_MAXD = 64
+    # Bytes of repeated fill compared per memcmp call in is_fill (and copied per memcpy call
+    # in fill): a block this long stays in L1 while the data streams past it.
+    ZK_PATTERN = 4096
+    # Below this many bytes the kernels keep the GIL: releasing and re-taking it costs about
+    # as much as the copy, and under contention re-taking it can wait a switch interval
+    # (numpy does the same with NPY_BEGIN_THREADS_THRESHOLDED).
+    ZK_NOGIL_MIN_BYTES = 16384
 
 # Status codes of the cores.
 cdef enum:
@@ -1320,23 +1321,29 @@ def _elem_bytewise_py(d):
     return False
 
 
-cdef object _fill_raw_for_check(cnp.ndarray buf, cnp.dtype d, object fill):
-    """``fill`` as ``buf``'s dtype bytes when the kernel can compare with it exactly, else
-    None (the caller then runs zarr's own expression)."""
+cdef object _fill_raw_for_check(cnp.ndarray buf, cnp.dtype d, object fill, char *local):
+    """``fill`` as ``buf``'s dtype bytes when the kernel can compare with it exactly: True
+    when written to ``local`` (32 bytes: a numpy scalar of the buffer's own fixed-size dtype,
+    the common case, without allocating), else the bytes, or None (the caller then runs
+    zarr's own expression)."""
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(buf)
+    cdef int t = d.type_num
     cdef str kind
     if PyObject_TypeCheck(fill, &PyGenericArrType_Type):
         fd = cnp.PyArray_DescrFromScalar(fill)
         if fd is d or cnp.PyArray_EquivTypes(fd, d):
+            if isz <= 32 and t != cnp.NPY_VOID:
+                cnp.PyArray_ScalarAsCtype(fill, local)
+                return True
             return fill.tobytes()
         if d.type_num != cnp.NPY_VOID and PyArray_CanCastTypeTo(fd, d, cnp.NPY_SAFE_CASTING):
             return np.asarray(fill, dtype=d).tobytes()
         return None
-    t = type(fill)
-    if t is bool or t is int or t is float or t is complex:
+    tp = type(fill)
+    if tp is bool or tp is int or tp is float or tp is complex:
         kind = chr(d.kind)
-        if not ((t is complex and kind == "c") or (t is float and kind in "fc")
-                or ((t is int or t is bool) and kind in "biufc")):
+        if not ((tp is complex and kind == "c") or (tp is float and kind in "fc")
+                or ((tp is int or tp is bool) and kind in "biufc")):
             return None
         try:
             with np.errstate(all="ignore"):
@@ -1344,8 +1351,8 @@ cdef object _fill_raw_for_check(cnp.ndarray buf, cnp.dtype d, object fill):
         except (OverflowError, ValueError, TypeError):
             return None
         v = c.item()
-        if not (v == fill or (t is float and math.isnan(fill) and math.isnan(v))
-                or (t is complex and cmath.isnan(fill) and cmath.isnan(v))):
+        if not (v == fill or (tp is float and math.isnan(fill) and math.isnan(v))
+                or (tp is complex and cmath.isnan(fill) and cmath.isnan(v))):
             return None  # not representable: zarr compares in a wider type
         return c.tobytes()
     return None
@@ -1412,7 +1419,9 @@ def is_fill(buf, fill_value):
     cdef int t = d.type_num
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(b)
     cdef zk_fillspec spec
-    cdef bint is_float = False, zero_rule = False, any_nan = False, all_exact = True
+    cdef bint is_float = False, fill_kind_f = False, zero_rule, any_nan = False
+    cdef bint all_exact = True
+    cdef char local[32]
     cdef int j
     cdef uint64_t bits, sign
     cdef object raw
@@ -1436,17 +1445,25 @@ def is_fill(buf, fill_value):
                 f"is_fill: fill_value has {len(raw)} bytes, the dtype {d} has itemsize {isz}")
         is_float = False
     else:
-        raw = _fill_raw_for_check(b, d, fill_value)
+        raw = _fill_raw_for_check(b, d, fill_value, local)
         if raw is None:
             return _all_equal_twin(buf, fill_value)
         if is_float:
-            # zarr: `np.asarray(other).dtype.kind == "f" and other == 0.0` -> compare bits
+            # zarr: `np.asarray(other).dtype.kind == "f" and other == 0.0` -> compare bits.
+            # The fill's kind here; "== 0.0" below, from the bits (a float fill converted
+            # exactly to this float/complex dtype is +-0 in every part iff it was zero).
             if isinstance(fill_value, float):
-                zero_rule = fill_value == 0.0
+                fill_kind_f = True
             elif PyObject_TypeCheck(fill_value, &PyGenericArrType_Type):
-                zero_rule = fill_value.dtype.kind == "f" and fill_value == 0.0
+                ft = (<cnp.dtype> cnp.PyArray_DescrFromScalar(fill_value)).type_num
+                fill_kind_f = (ft == NPY_HALF or ft == cnp.NPY_FLOAT or ft == cnp.NPY_DOUBLE
+                               or ft == cnp.NPY_LONGDOUBLE)
 
-    cdef const char *pat = raw
+    cdef const char *pat
+    if raw is True:
+        pat = <const char *> &local[0]
+    else:
+        pat = <const char *> (<bytes> raw)
     spec.mode = MODE_BYTES
     spec.itemsize = isz
     spec.pat = pat
@@ -1458,8 +1475,12 @@ def is_fill(buf, fill_value):
     if is_float:
         spec.nparts = 2 if (t == cnp.NPY_CFLOAT or t == cnp.NPY_CDOUBLE) else 1
         spec.pw = <int>(isz // spec.nparts)
-        spec.swap = not d.isnative
+        spec.swap = not cnp.PyArray_ISNBO(d.byteorder)
         sign = (<uint64_t> 1) << (8 * spec.pw - 1)
+        zero_rule = fill_kind_f
+        for j in range(spec.nparts):
+            if (_part_bits(pat + j * spec.pw, spec.pw, spec.swap) & ~sign) != 0:
+                zero_rule = False
         for j in range(spec.nparts):
             bits = _part_bits(pat + j * spec.pw, spec.pw, spec.swap)
             if _is_nan_part(bits, spec.pw):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -114,7 +116,7 @@ def check_plan(plan, offsets, lengths, max_gap, max_size):
         assert all(g[k][1] <= g[k + 1][0] for k in range(len(g) - 1))
     # gap-merging property: no two consecutive non-empty groups could have been merged
     ne = [(gs, ge) for gs, ge in g if ge > gs]
-    for (a0, a1), (b0, b1) in zip(ne, ne[1:]):
+    for (a0, a1), (b0, b1) in itertools.pairwise(ne):
         mergeable = b0 <= a1 + max_gap and max(a1, b1) - a0 <= max_size
         assert not mergeable, ((a0, a1), (b0, b1))
     # empty groups lie outside every non-empty group's [start, stop]
