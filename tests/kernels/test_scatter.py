@@ -25,7 +25,7 @@ DTYPE_IDS = [str(np.dtype(d)) for d in DTYPES]
 LAYOUTS = ["C", "F", "strided", "negative", "transposed"]
 
 SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
