@@ -119,10 +119,14 @@ class Layout:
 
     def describe(self) -> str:
         return (
-            f"{self.size}x{self.size} uint16 ({self.nbytes / 2**20:.1f} MiB), shards "
+            f"{self.size}x{self.size} uint16 ({_fmt_bytes(self.nbytes)}), shards "
             f"{self.shard}x{self.shard}, inner chunks {self.chunk}x{self.chunk}, unsharded chunks "
             f"{self.unsharded_chunk}x{self.unsharded_chunk}"
         )
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 # ---------------------------------------------------------------------------------------------
