@@ -754,6 +754,15 @@ class _Run:
             f.cancel()
 
 
+class _Failed:
+    """A chunk's error inside a batch result, raised when the caller reaches that chunk."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 def _settle(fut: Future, exc: BaseException) -> None:
     try:
         if not fut.done():
@@ -1067,22 +1076,31 @@ class ChunkReader:
         run = _Run()
         self._register(run)
         try:
-            futures = self._launch(run, units, place, inline_first=src.sync and len(units) == 1)
-            _wait_futures(futures, return_when=FIRST_EXCEPTION)
-            if not all(f.done() and not f.cancelled() and f.exception() is None for f in futures):
+            batches, slots = self._launch(
+                run, units, place, inline_first=src.sync and len(units) == 1
+            )
+            _wait_futures(batches, return_when=FIRST_EXCEPTION)
+            if any(f.cancelled() or f.exception() is not None for f in batches if f.done()):
                 run.cancel()
-                _wait_futures(futures)  # running decodes finish writing into `out` first
-                for f in futures:
-                    if not f.cancelled() and f.exception() is not None:
-                        raise f.exception()
-                raise ReaderClosedError(
-                    f"ChunkReader for array {src.name!r} was closed during read_region"
-                )
+                _wait_futures(batches)  # running decodes finish writing into `out` first
+            for fut, i in slots:  # the first error in chunk order
+                if fut.cancelled():
+                    raise ReaderClosedError(
+                        f"ChunkReader for array {src.name!r} was closed during read_region"
+                    )
+                res = fut.result()[i]
+                if type(res) is _Failed:
+                    raise res.exc
         finally:
             run.cancel()
             self._runs.discard(run)
 
     # -- the engine --------------------------------------------------------------------------
+    #
+    # A fetch unit (one store key) is split, before its IO, into decode batches of about
+    # _BATCH_BYTES decoded bytes; each batch has one Future, whose result is the list of what
+    # ``consume`` returned for its chunks (a _Failed for a chunk that raised). One future per
+    # batch rather than per chunk: futures, locks and GIL hand-offs cost more than small chunks.
 
     def _register(self, run: _Run) -> None:
         if self._pid != os.getpid():  # forked: a lock held by a parent thread stays held
@@ -1101,16 +1119,29 @@ class ChunkReader:
         consume: Callable[[tuple[int, ...], Any, str], Any],
         *,
         inline_first: bool = False,
-        track: bool = True,
-    ) -> list[Future]:
-        """Start fetching ``units`` and decoding their chunks; one future per chunk, in the
-        order of the units' items. Every future is settled: result, exception or cancelled
-        (a job that finds the run cancelled cancels its futures). ``track=False``: the caller
-        hands them to ``run.add`` itself."""
-        jobs = [(unit, [Future() for _ in unit[1]]) for unit in units]
-        futures = [f for _, futs in jobs for f in futs]
-        if track:
-            run.add(futures)
+    ) -> tuple[list[Future], list[tuple[Future, int]]]:
+        """Start fetching ``units`` and decoding their chunks.
+
+        Returns the batch futures and, for every chunk in the order of the units' items, its
+        (batch future, index in the batch's result). Every future is settled: result,
+        exception (the fetch failed) or cancelled (a job that finds the run cancelled cancels
+        its futures). The caller hands the batch futures to ``run.add``.
+        """
+        per = max(1, _BATCH_BYTES // max(1, self._plan.bound.nbytes))
+        batches: list[Future] = []
+        slots: list[tuple[Future, int]] = []
+        jobs = []
+        for unit in units:
+            n = len(unit[1])
+            unit_batches = []
+            for start in range(0, n, per):
+                fut: Future = Future()
+                stop = min(n, start + per)
+                unit_batches.append((fut, start, stop))
+                batches.append(fut)
+                slots.extend((fut, i) for i in range(stop - start))
+            jobs.append((unit, unit_batches))
+        run.add(batches)
         for job in jobs:
             if inline_first:  # a single unit on a sync store: no hop for the IO
                 self._fetch_then_decode(run, job, consume)
@@ -1120,35 +1151,38 @@ class ChunkReader:
                 self._io_limit.submit(
                     lambda done, job=job: self._fetch_async(run, job, consume, done)
                 )
-        return futures
+        return batches, slots
+
+    @staticmethod
+    def _cancel_job(job) -> None:
+        for fut, _, _ in job[1]:
+            fut.cancel()
+
+    def _fail_job(self, job, exc: BaseException) -> None:
+        err = self._src.fetch_error(exc, job[0])
+        for fut, _, _ in job[1]:
+            _settle(fut, err)
 
     def _fetch_then_decode(self, run: _Run, job, consume) -> None:
-        unit, futs = job
-        if run.cancelled or all(f.cancelled() for f in futs):
-            for f in futs:
-                f.cancel()
+        if run.cancelled:
+            self._cancel_job(job)
             return
         try:
-            raws = self._src.fetch_sync(unit)
+            raws = self._src.fetch_sync(job[0])
         except BaseException as exc:  # noqa: BLE001 - reported through the futures
-            err = self._src.fetch_error(exc, unit)
-            for f in futs:
-                _settle(f, err)
+            self._fail_job(job, exc)
             return
-        self._decode(run, unit, futs, raws, consume)
+        self._decode(run, job, raws, consume)
 
     def _fetch_async(self, run: _Run, job, consume, done: Callable[[], None]) -> None:
-        unit, futs = job
-        if run.cancelled or all(f.cancelled() for f in futs):
-            for f in futs:
-                f.cancel()
+        if run.cancelled:
+            self._cancel_job(job)
             done()
             return
         try:
-            cf = asyncio.run_coroutine_threadsafe(self._src.fetch_async(unit), _io_loop())
+            cf = asyncio.run_coroutine_threadsafe(self._src.fetch_async(job[0]), _io_loop())
         except BaseException as exc:  # noqa: BLE001 - reported through the futures
-            for f in futs:
-                _settle(f, exc)
+            self._fail_job(job, exc)
             done()
             return
         if not run.track(cf):
@@ -1158,49 +1192,44 @@ class ChunkReader:
             run.untrack(f)
             done()
             if f.cancelled():
-                for x in futs:
-                    x.cancel()
-                return
-            exc = f.exception()
-            if exc is not None:
-                err = self._src.fetch_error(exc, unit)
-                for x in futs:
-                    _settle(x, err)
-                return
-            self._decode(run, unit, futs, f.result(), consume)
+                self._cancel_job(job)
+            elif f.exception() is not None:
+                self._fail_job(job, f.exception())
+            else:
+                self._decode(run, job, f.result(), consume)
 
         cf.add_done_callback(finished)
 
-    def _decode(self, run: _Run, unit: _Unit, futs: list[Future], raws: list, consume) -> None:
+    def _decode(self, run: _Run, job, raws: list, consume) -> None:
+        unit, unit_batches = job
         key, items, _ = unit
-        per = max(1, _BATCH_BYTES // max(1, self._plan.bound.nbytes))
-        entries = [(c, f, raw) for (c, _), f, raw in zip(items, futs, raws, strict=True)]
-        for i in range(0, len(entries), per):
-            batch = entries[i : i + per]
+        for fut, start, stop in unit_batches:
 
-            def job(batch=batch) -> None:
-                for c, f, raw in batch:
-                    if run.cancelled:
-                        f.cancel()
-                        continue
-                    if not f.set_running_or_notify_cancel():
-                        continue
+            def work(fut=fut, start=start, stop=stop) -> None:
+                if run.cancelled:
+                    fut.cancel()
+                    return
+                if not fut.set_running_or_notify_cancel():
+                    return
+                out = []
+                for pos in range(start, stop):
                     try:
-                        f.set_result(consume(c, raw, key))
-                    except BaseException as exc:  # noqa: BLE001 - reported through f
-                        f.set_exception(exc)
+                        out.append(consume(items[pos][0], raws[pos], key))
+                    except Exception as exc:  # noqa: BLE001 - raised when the caller gets there
+                        out.append(_Failed(exc))
+                fut.set_result(out)
 
-            def start(done, job=job) -> None:
+            def start_job(done, work=work) -> None:
                 try:
                     pool = _executor.get_pool(self._threads)
-                    pool.submit(job).add_done_callback(lambda _f: done())
+                    pool.submit(work).add_done_callback(lambda _f: done())
                 except RuntimeError:  # the pool is shut down (interpreter exit): run here
                     try:
-                        job()
+                        work()
                     finally:
                         done()
 
-            self._decode_limit.submit(start)
+            self._decode_limit.submit(start_job)
 
     # -- streams -----------------------------------------------------------------------------
 
@@ -1242,9 +1271,9 @@ class ChunkReader:
         plan, src = self._plan, self._src
         run = _Run()
         self._register(run)
-        # (coords, future, decoded bytes, batch token); batch token -> futures left to yield
-        pending: deque[tuple[Any, Future, int, int]] = deque()
-        left: dict[int, int] = {}
+        # (coords, batch future, index in its result, decoded bytes, admission token)
+        pending: deque[tuple[Any, Future, int, int, int]] = deque()
+        left: dict[int, int] = {}  # admission token -> chunks not yet yielded
         outstanding = 0
         exhausted = False
         norm = self._norm
@@ -1253,10 +1282,12 @@ class ChunkReader:
             while True:
                 if not exhausted and (not pending or outstanding <= budget // 2):
                     # admit a batch: up to the budget (at least one chunk)
-                    batch: list[tuple[Any, int, Future | None]] = []
+                    admitted: list[tuple[Any, int, Future | None]] = []
                     wanted: list[tuple[int, ...]] = []
                     room = _MAX_AHEAD - len(pending)
-                    while len(batch) < room and (outstanding < budget or not (pending or wanted)):
+                    while len(admitted) < room and (
+                        outstanding < budget or not (pending or wanted)
+                    ):
                         c = next(source, _END)
                         if c is _END:
                             exhausted = True
@@ -1267,64 +1298,72 @@ class ChunkReader:
                             except Exception as exc:  # raised in order, when the stream gets there
                                 bad: Future = Future()
                                 bad.set_exception(exc)
-                                batch.append((c, 0, bad))
+                                admitted.append((c, 0, bad))
                                 continue
                         nb = nbytes_of(c)
                         outstanding += nb
-                        batch.append((c, nb, None))
+                        admitted.append((c, nb, None))
                         wanted.append(c)
-                    if batch:
-                        futs_list = self._start_batch(run, wanted) if wanted else []
-                        token = run.add(futs_list)
-                        left[token] = len(batch)
-                        futs = iter(futs_list)
-                        for c, nb, f in batch:
-                            pending.append((c, f if f is not None else next(futs), nb, token))
+                    if admitted:
+                        futures, slots = self._start_batch(run, wanted) if wanted else ([], [])
+                        token = run.add(futures)
+                        left[token] = len(admitted)
+                        it = iter(slots)
+                        for c, nb, bad in admitted:
+                            fut, i = (bad, 0) if bad is not None else next(it)
+                            pending.append((c, fut, i, nb, token))
                 if not pending:
                     return
-                c, f, nb, token = pending.popleft()
+                c, fut, i, nb, token = pending.popleft()
                 try:
-                    value = f.result()
+                    results = fut.result()
                 except CancelledError:
                     raise ReaderClosedError(
                         f"ChunkReader for array {src.name!r} was closed while streaming"
                     ) from None
+                value, results[i] = results[i], None  # the batch's list stops holding it
                 left[token] -= 1
                 if not left[token]:
                     del left[token]
                     run.drop(token)
                 outstanding -= nb
+                if type(value) is _Failed:
+                    raise value.exc
                 yield c, value
         finally:
             run.cancel()
             self._runs.discard(run)
 
-    def _start_batch(self, run: _Run, batch: list[tuple[int, ...]]) -> list[Future]:
-        """Futures for ``batch`` (same order), fetched by storage key."""
+    def _start_batch(self, run: _Run, batch: list[tuple[int, ...]]):
+        """(futures, slots) for ``batch``: slots in the batch's order, fetched by store key."""
         if not self._plan.accelerated:  # codecs zkernels does not run: zarr reads each chunk
             futs = [Future() for _ in batch]
             for c, f in zip(batch, futs, strict=True):
                 region = self._plan.region(c, self._plan.chunk_shape)
 
                 def job(f=f, region=region) -> None:
-                    if run.cancelled or not f.set_running_or_notify_cancel():
+                    if run.cancelled:
+                        f.cancel()
+                        return
+                    if not f.set_running_or_notify_cancel():
                         return
                     try:
-                        f.set_result(self._zarr_read(region))
-                    except BaseException as exc:  # noqa: BLE001 - reported through f
-                        f.set_exception(exc)
+                        f.set_result([self._zarr_read(region)])
+                    except Exception as exc:  # noqa: BLE001 - raised when the caller gets there
+                        f.set_result([_Failed(exc)])
 
                 self._workers.submit(job)
-            return futs
+            return futs, [(f, 0) for f in futs]
         src = self._src
         units = src.units(batch)
-        unit_futs = iter(self._launch(run, units, src.materialize, track=False))
-        # units group the chunks by key: hand each requested position its future back
-        by_coords: dict[tuple[int, ...], deque[Future]] = {}
+        futures, unit_slots = self._launch(run, units, src.materialize)
+        # units group the chunks by key: hand each requested position its slot back
+        by_coords: dict[tuple[int, ...], deque[tuple[Future, int]]] = {}
+        it = iter(unit_slots)
         for unit in units:
             for c, _ in unit[1]:
-                by_coords.setdefault(c, deque()).append(next(unit_futs))
-        return [by_coords[c].popleft() for c in batch]
+                by_coords.setdefault(c, deque()).append(next(it))
+        return futures, [by_coords[c].popleft() for c in batch]
 
 
 def _norm_box(selection: Any, shape: tuple[int, ...], name: str):
