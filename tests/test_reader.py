@@ -710,3 +710,31 @@ def test_reader_pickles():
     for c, chunk in r2.iter_chunks():
         assert_same(arr[r2.chunk_region(c)], chunk, c)
     r2.close()
+
+
+def test_local_fast_path_reads_what_localstore_reads(tmp_path):
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+
+    store = zarr.storage.LocalStore(tmp_path / "s")
+    proto = zarr.core.buffer.default_buffer_prototype()
+    payload = bytes(range(256)) * 40
+    sync(store.set("a/b", proto.buffer.from_bytes(payload)))
+    sync(store.set("empty", proto.buffer.from_bytes(b"")))
+    ranges = [
+        None,
+        RangeByteRequest(0, 10),
+        RangeByteRequest(100, 5000),
+        RangeByteRequest(10000, 10300),
+        RangeByteRequest(20000, 20010),
+        SuffixByteRequest(7),
+        SuffixByteRequest(99999),
+        OffsetByteRequest(10230),
+        OffsetByteRequest(50000),
+    ]
+    for key in ("a/b", "empty", "missing", "a", "a/b/c"):
+        for br in ranges:
+            want = store.get_sync(key, prototype=proto, byte_range=br)
+            got = zr._read_file(f"{store.root}/{key}", br)
+            assert (want is None) == (got is None), (key, br)
+            if want is not None:
+                assert got.tobytes() == want.to_bytes(), (key, br)
