@@ -32,7 +32,11 @@ from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
 import zkernels.reader as zr
-from zkernels.errors import ChecksumError, CorruptChunkError, ShardIndexError, ZKernelsError
+from zkernels.errors import (
+    ChecksumError,
+    CorruptChunkError,
+    ShardIndexError,
+)
 from zkernels.reader import ChunkReader, ReaderClosedError, read_chunk, write_chunk
 
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
@@ -40,35 +44,65 @@ SHAPE, CHUNKS, SHARDS = (23, 37), (5, 8), (10, 16)
 
 # name -> create_array keyword arguments (shape, chunks given separately)
 CASES: dict[str, dict] = {
-    "v3-none": dict(dtype="u2", compressors=None),
-    "v3-zstd": dict(dtype="i4", compressors=[ZstdCodec(level=1)], fill_value=7),
-    "v3-blosc": dict(dtype="f8", compressors=[BloscCodec()], fill_value=np.nan),
-    "v3-gzip": dict(dtype="u1", compressors=[GzipCodec(level=1)]),
-    "v3-crc32c": dict(dtype="u2", compressors=[Crc32cCodec()]),
-    "v3-transpose": dict(dtype="i2", filters=[TransposeCodec(order=(1, 0))]),
-    "v3-bigendian": dict(dtype=">i4", serializer=BytesCodec(endian="big"), compressors=None),
-    "v3-sharded-end": dict(dtype="u2", shards=SHARDS, compressors=[ZstdCodec(level=1)]),
-    "v3-sharded-start": dict(
-        dtype="i8",
-        shards={"shape": SHARDS, "index_location": ShardingCodecIndexLocation.start},
-        compressors=None,
-        fill_value=-1,
-    ),
-    "v3-sharded-crc32c": dict(dtype="f4", shards=SHARDS, compressors=[Crc32cCodec()]),
-    "v3-sharded-bigendian": dict(
-        dtype=">u2", shards=SHARDS, serializer=BytesCodec(endian="big"), compressors=None
-    ),
-    "v3-sharded-blosc": dict(dtype="u2", shards=SHARDS, compressors=[BloscCodec()]),
-    "v2-none": dict(dtype="u2", zarr_format=2, compressors=None),
-    "v2-zstd": dict(dtype="i4", zarr_format=2, compressors=numcodecs.Zstd(level=1), fill_value=3),
-    "v2-blosc": dict(dtype="f4", zarr_format=2, compressors=numcodecs.Blosc()),
-    "v2-gzip": dict(dtype="u2", zarr_format=2, compressors=numcodecs.GZip(level=1)),
-    "v2-F": dict(dtype="u2", zarr_format=2, order="F"),
-    "v2-bigendian": dict(dtype=">u4", zarr_format=2),
-    "v2-struct": dict(dtype=[("a", "<i2"), ("b", "<f4")], zarr_format=2),
-    "v2-slash": dict(
-        dtype="u2", zarr_format=2, chunk_key_encoding={"name": "v2", "separator": "/"}
-    ),
+    "v3-none": {"dtype": "u2", "compressors": None},
+    "v3-zstd": {"dtype": "i4", "compressors": [ZstdCodec(level=1)], "fill_value": 7},
+    "v3-blosc": {"dtype": "f8", "compressors": [BloscCodec()], "fill_value": np.nan},
+    "v3-gzip": {"dtype": "u1", "compressors": [GzipCodec(level=1)]},
+    "v3-crc32c": {"dtype": "u2", "compressors": [Crc32cCodec()]},
+    "v3-transpose": {"dtype": "i2", "filters": [TransposeCodec(order=(1, 0))]},
+    "v3-bigendian": {
+        "dtype": ">i4",
+        "serializer": BytesCodec(endian="big"),
+        "compressors": None,
+    },
+    "v3-sharded-end": {
+        "dtype": "u2",
+        "shards": SHARDS,
+        "compressors": [ZstdCodec(level=1)],
+    },
+    "v3-sharded-start": {
+        "dtype": "i8",
+        "shards": {"shape": SHARDS, "index_location": ShardingCodecIndexLocation.start},
+        "compressors": None,
+        "fill_value": -1,
+    },
+    "v3-sharded-crc32c": {
+        "dtype": "f4",
+        "shards": SHARDS,
+        "compressors": [Crc32cCodec()],
+    },
+    "v3-sharded-bigendian": {
+        "dtype": ">u2",
+        "shards": SHARDS,
+        "serializer": BytesCodec(endian="big"),
+        "compressors": None,
+    },
+    "v3-sharded-blosc": {
+        "dtype": "u2",
+        "shards": SHARDS,
+        "compressors": [BloscCodec()],
+    },
+    "v2-none": {"dtype": "u2", "zarr_format": 2, "compressors": None},
+    "v2-zstd": {
+        "dtype": "i4",
+        "zarr_format": 2,
+        "compressors": numcodecs.Zstd(level=1),
+        "fill_value": 3,
+    },
+    "v2-blosc": {"dtype": "f4", "zarr_format": 2, "compressors": numcodecs.Blosc()},
+    "v2-gzip": {
+        "dtype": "u2",
+        "zarr_format": 2,
+        "compressors": numcodecs.GZip(level=1),
+    },
+    "v2-F": {"dtype": "u2", "zarr_format": 2, "order": "F"},
+    "v2-bigendian": {"dtype": ">u4", "zarr_format": 2},
+    "v2-struct": {"dtype": [("a", "<i2"), ("b", "<f4")], "zarr_format": 2},
+    "v2-slash": {
+        "dtype": "u2",
+        "zarr_format": 2,
+        "chunk_key_encoding": {"name": "v2", "separator": "/"},
+    },
 }
 STORES = ["memory", "local", "fsspec"]
 
@@ -117,9 +151,7 @@ def create(store, case: str, *, name="arr", shape=SHAPE, chunks=CHUNKS, fill=Tru
             shards = {**kw["shards"], "shape": shards}
         kw["shards"] = shards
     with zarr.config.set({"codec_pipeline.path": DEFAULT}):
-        arr = zarr.create_array(
-            store, name=name, shape=shape, chunks=chunks, overwrite=True, **kw
-        )
+        arr = zarr.create_array(store, name=name, shape=shape, chunks=chunks, overwrite=True, **kw)
         arr[...] = random_data(shape, arr.dtype, seed)
         if fill:
             fv = arr.fill_value
@@ -252,7 +284,10 @@ def test_v3_structured_dtype(tmp_path):
         warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
         with zarr.config.set({"codec_pipeline.path": DEFAULT}):
             arr = zarr.create_array(
-                store, shape=SHAPE, chunks=CHUNKS, dtype=[("a", "<i2"), ("b", "<f4")],
+                store,
+                shape=SHAPE,
+                chunks=CHUNKS,
+                dtype=[("a", "<i2"), ("b", "<f4")],
             )
             arr[...] = random_data(SHAPE, arr.dtype)
     with ChunkReader(arr) as r:
@@ -294,7 +329,7 @@ def test_iter_chunks_order_duplicates_and_budget():
             for c, chunk in got:
                 assert_same(ref[r.chunk_region(c)], chunk, (budget, c))
         # lists, numpy ints and negative coordinates are normalised
-        (c, chunk), = r.iter_chunks([np.array([-1, -1])])
+        ((c, chunk),) = r.iter_chunks([np.array([-1, -1])])
         assert c == tuple(n - 1 for n in grid)
 
 
@@ -355,7 +390,11 @@ def test_reader_closed_mid_stream_and_after(tmp_path):
         for _ in it:
             pass
     assert r.closed
-    for call in (lambda: r.read_chunk((0, 0)), lambda: r.iter_chunks(), lambda: r.read_region(1)):
+    for call in (
+        lambda: r.read_chunk((0, 0)),
+        lambda: r.iter_chunks(),
+        lambda: r.read_region(1),
+    ):
         with pytest.raises(ReaderClosedError, match="closed"):
             call()
     assert issubclass(ReaderClosedError, ValueError)
@@ -398,9 +437,11 @@ def test_corrupted_chunk_and_truncated_shard(tmp_path):
     corrupt(root, "arr/c/1/1", 5)
     sharded = create(zarr.storage.LocalStore(root), "v3-sharded-end", name="s", fill=False)
     (root / "s/c/1/1").write_bytes((root / "s/c/1/1").read_bytes()[:10])  # shorter than its index
-    with ChunkReader(arr) as r:
-        with pytest.raises(CorruptChunkError, match=r"chunk \(1, 1\).*arr/c/1/1"):
-            r.read_chunk((1, 1))
+    with (
+        ChunkReader(arr) as r,
+        pytest.raises(CorruptChunkError, match=r"chunk \(1, 1\).*arr/c/1/1"),
+    ):
+        r.read_chunk((1, 1))
     with ChunkReader(sharded) as r:
         with pytest.raises(ShardIndexError, match="s/c/1/1"):
             r.read_chunk((2, 2))
@@ -482,7 +523,7 @@ def test_unclosed_reader_does_not_block_exit(tmp_path):
         f"""
         import numpy as np, zarr
         from zkernels.reader import ChunkReader
-        for store in (zarr.storage.LocalStore({str(tmp_path / 'x.zarr')!r}),
+        for store in (zarr.storage.LocalStore({str(tmp_path / "x.zarr")!r}),
                       zarr.storage.FsspecStore.from_url("memory://exit-test/x")):
             a = zarr.create_array(store, shape=(256, 256), chunks=(8, 8), shards=(64, 64),
                                   dtype="u2")
@@ -496,7 +537,7 @@ def test_unclosed_reader_does_not_block_exit(tmp_path):
     )
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
     assert "done" in proc.stdout
@@ -532,8 +573,12 @@ def test_read_region_matches_zarr(sel):
 
 
 def test_read_region_large_box_parallel(tmp_path):
-    arr = create(zarr.storage.LocalStore(tmp_path / "r.zarr"), "v3-sharded-end",
-                 shape=(300, 300), chunks=(10, 10))
+    arr = create(
+        zarr.storage.LocalStore(tmp_path / "r.zarr"),
+        "v3-sharded-end",
+        shape=(300, 300),
+        chunks=(10, 10),
+    )
     ref = arr
     with ChunkReader(arr, io_concurrency=3, decode_threads=2) as r:
         assert_same(ref[5:290, 7:299], r.read_region((slice(5, 290), slice(7, 299))))
@@ -560,7 +605,10 @@ def test_functional_read_chunk(case, kind, tmp_path):
         assert_same(ref[region], read_chunk(store, "arr", c, metadata=arr.metadata), c)
     doc = arr.metadata.to_dict()
     assert_same(ref[regions[(1, 1)]], read_chunk(store, "/arr/", (1, 1), metadata=doc))
-    assert_same(ref[regions[(1, 1)]], read_chunk(zarr.storage.StorePath(store, "arr"), "", (1, 1)))
+    assert_same(
+        ref[regions[(1, 1)]],
+        read_chunk(zarr.storage.StorePath(store, "arr"), "", (1, 1)),
+    )
     with pytest.raises(IndexError):
         read_chunk(store, "arr", (99, 0))
     with pytest.raises(zarr.errors.ArrayNotFoundError):
@@ -597,7 +645,10 @@ def stored(store) -> dict:
     ],
 )
 def test_functional_write_chunk_stores_zarrs_bytes(case, kind, tmp_path):
-    ours_store, ref_store = make_store(kind, tmp_path, "o"), make_store(kind, tmp_path, "r")
+    ours_store, ref_store = (
+        make_store(kind, tmp_path, "o"),
+        make_store(kind, tmp_path, "r"),
+    )
     ours = create(ours_store, case)
     ref = create(ref_store, case)
     assert stored(ours_store) == stored(ref_store)
@@ -607,7 +658,10 @@ def test_functional_write_chunk_stores_zarrs_bytes(case, kind, tmp_path):
         writes = [
             ((1, 1), "random"),
             ((grid[0] - 1, grid[1] - 1), "random"),  # edge chunk (edge shard)
-            ((0, 0), "random"),  # chunk that was missing (in a missing shard when sharded)
+            (
+                (0, 0),
+                "random",
+            ),  # chunk that was missing (in a missing shard when sharded)
             ((2, 2), "fill"),  # becomes empty: key (or inner chunk) removed
             ((0, 2), "scalar"),
             ((grid[0] - 1, 0), "fill"),

@@ -35,11 +35,16 @@ import threading
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, CancelledError, Future, InvalidStateError
+from concurrent.futures import (
+    FIRST_EXCEPTION,
+    CancelledError,
+    Future,
+    InvalidStateError,
+)
 from concurrent.futures import wait as _wait_futures
 from dataclasses import replace
 from math import prod
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import zarr
@@ -52,13 +57,19 @@ from zarr.errors import ArrayNotFoundError
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
-from zkernels._codecs import BoundChain, Unsupported
 from zkernels._coalesce import coalesce_ranges
+from zkernels._codecs import BoundChain, Unsupported
 from zkernels._scatter import scatter
 from zkernels._shard_index import parse_shard_index
 from zkernels.config import Options, options
 from zkernels.errors import CorruptChunkError, ShardIndexError, ZKernelsError
-from zkernels.pipeline import _is_empty_chunk, _make_plan, _merge, _ShardPlan, _ShardWrite
+from zkernels.pipeline import (
+    _is_empty_chunk,
+    _make_plan,
+    _merge,
+    _ShardPlan,
+    _ShardWrite,
+)
 
 try:
     from zarr.codecs._v2 import V2Codec
@@ -216,7 +227,10 @@ class _ArrayPlan:
             self.storage_shape = tuple(int(c) for c in metadata.chunk_grid.chunk_shape)
             self.chunk_shape = tuple(int(c) for c in metadata.chunks)
             shards = metadata.shards
-        except (AttributeError, NotImplementedError) as exc:  # pragma: no cover - zarr >= 3.2
+        except (
+            AttributeError,
+            NotImplementedError,
+        ) as exc:  # pragma: no cover - zarr >= 3.2
             raise NotImplementedError(f"only regular chunk grids are supported: {exc}") from exc
         self.sharded = shards is not None
         self.grid_shape = tuple(map(_ceildiv, self.shape, self.chunk_shape))
@@ -434,7 +448,7 @@ _Gen = Generator[list[tuple[str, Any]], list[Any], list[Any]]
 class _Source:
     """An :class:`_ArrayPlan` bound to a store and the array's path in it."""
 
-    __slots__ = ("plan", "store", "path", "name", "sync", "cache", "root")
+    __slots__ = ("cache", "name", "path", "plan", "root", "store", "sync")
 
     def __init__(self, plan: _ArrayPlan, store: Store, path: str, cache: _IndexCache | None):
         self.plan = plan
@@ -508,7 +522,10 @@ class _Source:
         if not want_pos:
             return out
         cr = coalesce_ranges(
-            offsets, lengths, max_gap_bytes=plan.max_gap, max_coalesced_bytes=plan.max_coalesced
+            offsets,
+            lengths,
+            max_gap_bytes=plan.max_gap,
+            max_coalesced_bytes=plan.max_coalesced,
         )
         groups = cr.groups.tolist()
         datas = yield [(key, RangeByteRequest(a, b)) for a, b in groups]
@@ -614,7 +631,7 @@ class _Source:
             key = self.key(coords)
             try:
                 raw = self.get(key)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any decode failure is our CorruptChunkError
                 raise self.fetch_error(exc, (key, [(coords, None)], True)) from None
             return self.materialize(coords, raw, key)
         shard, inner = plan.split(coords)
@@ -637,7 +654,7 @@ class _Source:
                             f"inner chunk {inner} lies past the end of the shard: bytes "
                             f"[{off}, {off + nb}) requested, {got} returned"
                         )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decode failure is our CorruptChunkError
             raise self.fetch_error(exc, (key, [(coords, inner)], False)) from None
         return self.materialize(coords, raw, key)
 
@@ -686,7 +703,9 @@ class _Workers:
             if len(self._queue) > self._idle and self._threads < self.limit:
                 self._threads += 1
                 t = threading.Thread(
-                    target=self._work, name=f"{_THREAD_PREFIX}-{next(self._names)}", daemon=True
+                    target=self._work,
+                    name=f"{_THREAD_PREFIX}-{next(self._names)}",
+                    daemon=True,
                 )
                 t.start()
             else:
@@ -708,7 +727,7 @@ class _Workers:
                 fn = self._queue.popleft()
             try:
                 fn()
-            except BaseException:  # noqa: BLE001 - jobs report their own errors
+            except BaseException:  # noqa: BLE001, S110 - jobs report their own errors
                 pass
 
     def close(self) -> None:
@@ -987,7 +1006,7 @@ class ChunkReader:
         array = state.pop("array")
         self.__init__(array, **state)  # type: ignore[misc]
 
-    def __enter__(self) -> ChunkReader:
+    def __enter__(self) -> Self:
         self._check_open()
         return self
 
@@ -1088,9 +1107,7 @@ class ChunkReader:
     def _fill_box(self, out: np.ndarray, starts: list[int], stops: list[int]) -> None:
         plan, src = self._plan, self._src
         cs = plan.chunk_shape
-        ranges = [
-            range(a // c, _ceildiv(b, c)) for a, b, c in zip(starts, stops, cs, strict=True)
-        ]
+        ranges = [range(a // c, _ceildiv(b, c)) for a, b, c in zip(starts, stops, cs, strict=True)]
         coords_list = list(itertools.product(*ranges))
 
         def place(coords: tuple[int, ...], raw: Any, key: str) -> None:
@@ -1115,7 +1132,7 @@ class ChunkReader:
             for unit in units:
                 try:
                     raws = src.fetch_sync(unit)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - rewrapped with the key
                     raise src.fetch_error(exc, unit) from None
                 for (c, _), raw in zip(unit[1], raws, strict=True):
                     place(c, raw, unit[0])
@@ -1342,7 +1359,7 @@ class ChunkReader:
                         if not trusted:
                             try:
                                 c = norm(c, "chunk")
-                            except Exception as exc:  # raised in order, when the stream gets there
+                            except Exception as exc:  # noqa: BLE001 - raised in order
                                 bad: Future = Future()
                                 bad.set_exception(exc)
                                 admitted.append((c, 0, bad))
@@ -1368,7 +1385,10 @@ class ChunkReader:
                     raise ReaderClosedError(
                         f"ChunkReader for array {src.name!r} was closed while streaming"
                     ) from None
-                value, results[i] = results[i], None  # the batch's list stops holding it
+                value, results[i] = (
+                    results[i],
+                    None,
+                )  # the batch's list stops holding it
                 left[token] -= 1
                 if not left[token]:
                     del left[token]
@@ -1455,8 +1475,7 @@ def _norm_box(selection: Any, shape: tuple[int, ...], name: str):
             ints.append(True)
         else:
             raise IndexError(
-                f"array {name!r}: read_region takes a box (ints and slices), not "
-                f"{type(s).__name__}"
+                f"array {name!r}: read_region takes a box (ints and slices), not {type(s).__name__}"
             )
     return starts, stops, steps, ints
 
@@ -1520,7 +1539,10 @@ def _source_for(store: Any, path: str, metadata: Any) -> _Source:
         # frozen: the same object always means the same metadata (held, so its id stays unique)
         key, owner = ("obj", id(metadata), setting), metadata
     elif isinstance(metadata, dict):
-        key, owner = ("dict", json.dumps(metadata, sort_keys=True, default=str), setting), None
+        key, owner = (
+            ("dict", json.dumps(metadata, sort_keys=True, default=str), setting),
+            None,
+        )
     else:
         raise TypeError(
             f"metadata must be None, a zarr array metadata object or its JSON dict, not "
@@ -1588,9 +1610,7 @@ def _as_value(data: Any, dtype: np.dtype) -> np.ndarray:
     return np.asarray(data)
 
 
-def write_chunk(
-    store: Any, path: str, coords: Any, data: Any, *, metadata: Any = None
-) -> None:
+def write_chunk(store: Any, path: str, coords: Any, data: Any, *, metadata: Any = None) -> None:
     """Write one read-grid chunk of the array at ``path`` in ``store``.
 
     The stored bytes equal what ``array[region] = data`` writes with zarr's default pipeline:
