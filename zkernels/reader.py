@@ -891,7 +891,6 @@ class ChunkReader:
         if io_concurrency < 1:
             raise ValueError(f"io_concurrency must be >= 1, got {io_concurrency}")
         opts = options()
-        self._threads = opts.threads
         if decode_threads is None:
             decode_threads = opts.threads
         decode_threads = operator.index(decode_threads)
@@ -1192,6 +1191,7 @@ class ChunkReader:
         its futures). The caller hands the batch futures to ``run.add``.
         """
         per = max(1, _BATCH_BYTES // max(1, self._plan.bound.nbytes))
+        threads = options().threads  # the pool's size now: asking for another would resize it
         batches: list[Future] = []
         slots: list[tuple[Future, int]] = []
         jobs = []
@@ -1204,7 +1204,7 @@ class ChunkReader:
                 unit_batches.append((fut, start, stop))
                 batches.append(fut)
                 slots.extend((fut, i) for i in range(stop - start))
-            jobs.append((unit, unit_batches))
+            jobs.append((unit, unit_batches, threads))
         run.add(batches)
         for job in jobs:
             if inline_first:  # a single unit on a sync store: no hop for the IO
@@ -1265,7 +1265,7 @@ class ChunkReader:
         cf.add_done_callback(finished)
 
     def _decode(self, run: _Run, job, raws: list, consume) -> None:
-        unit, unit_batches = job
+        unit, unit_batches, threads = job
         key, items, _ = unit
         for fut, start, stop in unit_batches:
 
@@ -1285,7 +1285,7 @@ class ChunkReader:
 
             def start_job(done, work=work) -> None:
                 try:
-                    pool = _executor.get_pool(self._threads)
+                    pool = _executor.get_pool(threads)
                     pool.submit(work).add_done_callback(lambda _f: done())
                 except RuntimeError:  # the pool is shut down (interpreter exit): run here
                     try:
