@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 import warnings
+from pathlib import Path
 
 import numcodecs
 import numpy as np
@@ -380,8 +381,11 @@ def test_iter_chunks_close_early_cancels(kind, tmp_path):
 
 
 def test_reader_closed_mid_stream_and_after(tmp_path):
-    store = SlowStore(zarr.storage.MemoryStore(), latency=0.02)
-    arr = create(store, "v3-zstd", shape=(64, 64), chunks=(4, 4), fill=False)
+    base = zarr.storage.MemoryStore()
+    create(base, "v3-zstd", shape=(64, 64), chunks=(2, 2), fill=False)
+    with zarr.config.set({"codec_pipeline.path": DEFAULT}):
+        # 1024 chunks at 20 ms per request, 8 at a time: the stream lasts 2.5 s unless closed
+        arr = zarr.open_array(SlowStore(base, latency=0.02), path="arr", mode="r")
     r = ChunkReader(arr)
     it = r.iter_chunks(readahead_bytes=256)
     next(it)
@@ -537,7 +541,12 @@ def test_unclosed_reader_does_not_block_exit(tmp_path):
     )
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=str(Path(__file__).resolve().parents[1]),
     )
     assert proc.returncode == 0, proc.stderr
     assert "done" in proc.stdout
