@@ -13,7 +13,8 @@ module goes straight from (array, chunk coordinates) to a numpy array on zkernel
 
 Layout of the work
 ------------------
-Stores with a synchronous API (``LocalStore``, ``MemoryStore``) are read with ``get_sync``: in the
+Stores with a synchronous API are read synchronously (``MemoryStore.get_sync``; a ``LocalStore``'s
+files with ``open``/``pread``, the bytes its ``get_sync`` returns at a fraction of the cost): in the
 calling thread for single reads, on the reader's IO threads (at most ``io_concurrency``, daemon
 threads named ``zkernels-reader-io-*`` that exit when idle) for streams and regions. Other stores
 are read through their async API on zarr's own IO event loop (the long-lived daemon thread
