@@ -135,24 +135,31 @@ class ReconstructDenseStreaming:
 
 
 class ReconstructDenseThreads:
-    """Two 8 MiB shards: two threads at once vs one after the other."""
+    """Two shards: two threads at once vs one after the other. 1 MiB shards stay in each core's
+    cache, so the pair shows the GIL release itself; 8 MiB shards also share the memory
+    bandwidth and the last-level cache."""
 
-    repeats = 4  # calls per shard, so thread start-up stays small next to the work
+    params = [["1MiB", "8MiB"]]
+    param_names = ["shard"]
+    shapes = {"1MiB": (512, 1024), "8MiB": SHAPES["8MiB"]}
+    calls = {"1MiB": 32, "8MiB": 4}  # per shard, so thread start-up stays small next to the work
 
-    def setup(self):
-        self.shards = [make_shard(SHAPES["8MiB"], seed=s)[:2] for s in (1, 2)]
-        self.outs = [np.ones(SHAPES["8MiB"], "u2") for _ in range(2)]
+    def setup(self, shard):
+        shape = self.shapes[shard]
+        self.repeats = self.calls[shard]
+        self.shards = [make_shard(shape, seed=s)[:2] for s in (1, 2)]
+        self.outs = [np.ones(shape, "u2") for _ in range(2)]
 
     def _work(self, i):
         shard, index = self.shards[i]
         for _ in range(self.repeats):
             reconstruct_dense(shard, index, self.outs[i], chunk_shape=CHUNK, region_start=(0, 0))
 
-    def time_serial(self):
+    def time_serial(self, shard):
         self._work(0)
         self._work(1)
 
-    def time_threads(self):
+    def time_threads(self, shard):
         threads = [threading.Thread(target=self._work, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
@@ -206,12 +213,13 @@ def _main() -> None:
             b.setup(shard, streaming)
             t = _best(b.time_reconstruct_dense, (shard, streaming))
             print(f"{shard:<6} streaming={streaming!s:<5} {b.out.nbytes / t / 1e9:6.1f} GB/s")
-    b = ReconstructDenseThreads()
-    b.setup()
-    ts = _best(b.time_serial, repeat=5)
-    tt = _best(b.time_threads, repeat=5)
-    print(f"threads: serial {ts * 1e3:.2f} ms, 2 threads {tt * 1e3:.2f} ms, "
-          f"speed-up {ts / tt:.2f}x")
+    for shard in ReconstructDenseThreads.params[0]:
+        b = ReconstructDenseThreads()
+        b.setup(shard)
+        ts = _best(b.time_serial, (shard,), repeat=5)
+        tt = _best(b.time_threads, (shard,), repeat=5)
+        print(f"threads {shard}: serial {ts * 1e3:.2f} ms, 2 threads {tt * 1e3:.2f} ms, "
+              f"speed-up {ts / tt:.2f}x")
 
 
 if __name__ == "__main__":
