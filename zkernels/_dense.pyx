@@ -754,6 +754,8 @@ def reconstruct_dense(shard, index, out, *, chunk_shape, region_start, fill_valu
         raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+    if out.dtype.hasobject:  # raw bytes into object pointers would crash the interpreter later
+        raise TypeError(f"out must hold plain data, not {out.dtype}")
     if not isinstance(index, np.ndarray):
         raise ShardIndexError(f"index must be a numpy uint64 array, not {type(index).__name__}")
     if index.dtype.kind != "u" or index.dtype.itemsize != 8:

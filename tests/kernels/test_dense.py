@@ -450,6 +450,10 @@ def test_argument_errors():
         reconstruct_dense(shard, index, ro, **kw)
     with pytest.raises(TypeError):
         reconstruct_dense(shard, index, [[0] * 8] * 8, **kw)
+    with pytest.raises(TypeError, match="plain data"):
+        reconstruct_dense(shard, index, np.empty((8, 8), object), **kw)
+    with pytest.raises(TypeError, match="plain data"):
+        reconstruct_dense(shard, index, np.empty((8, 8), [("a", "u1"), ("b", object)]), **kw)
     with pytest.raises(ShardIndexError, match="uint64"):
         reconstruct_dense(shard, index.astype(np.int64), out, **kw)
     with pytest.raises(TypeError):
