@@ -850,11 +850,20 @@ def machine_info(engines: dict[str, Engine]) -> dict:
         "cpu_count": os.cpu_count(),
         "usable_cpus": _usable_cpus(),
         "memory_gib": _memory_gib(),
+        "loadavg_after": _loadavg(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "versions": versions,
         "argv": sys.argv,
     }
+
+
+def _loadavg() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how busy the machine was (before and after a run)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def _memory_gib() -> float | None:
@@ -942,6 +951,7 @@ def resolve_engines(names: Sequence[str]) -> tuple[dict[str, Engine], dict[str, 
 def run_bench(config: BenchConfig) -> Report:
     """Run the benchmark described by ``config`` and return the report (prints nothing)."""
     progress = Progress(config.quiet)
+    load_before = _loadavg()
     workloads = list(config.workloads) or list(WORKLOADS)
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
@@ -969,6 +979,7 @@ def run_bench(config: BenchConfig) -> Report:
             _run_workload(WORKLOADS[wname], ctx, engines, res, tag)
             results.extend(res[n] for n in order)
         meta = machine_info(engines)
+        meta["loadavg_before"] = load_before
         datasets = dict(ctx.datasets)
     finally:
         progress.done()
@@ -1136,40 +1147,49 @@ def write_plot(report: Report, path: str) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "--plot needs matplotlib: pip install matplotlib (or pip install 'zkernels[bench]')"
     others = [e for e in report.engines if e != "default"]
     wls = list(report.config.workloads)
-    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=90)
+    fig, ax = plt.subplots(figsize=(10, 4.4), dpi=90)
     width = 0.8 / max(1, len(others))
     for k, e in enumerate(others):
-        ys = []
-        for w in wls:
-            r = next(r for r in report.results if r.workload == w and r.engine == e)
-            ys.append(r.speedup if r.status == "ok" and r.speedup else 0.0)
         xs = [i + (k - (len(others) - 1) / 2) * width for i in range(len(wls))]
-        bars = ax.bar(xs, ys, width, label=e)
-        for b, y in zip(bars, ys, strict=True):
-            if y:
-                ax.annotate(
-                    f"{y:.1f}",
-                    (b.get_x() + b.get_width() / 2, y),
-                    ha="center",
-                    va="bottom",
-                    fontsize=6,
-                )
+        rows = [next(r for r in report.results if r.workload == w and r.engine == e) for w in wls]
+        ys = [r.speedup if r.status == "ok" and r.speedup else math.nan for r in rows]
+        ax.bar(xs, ys, width, label=e)
+        for x, y, r in zip(xs, ys, rows, strict=True):
+            # the value on top of each bar; in its place, why there is no bar
+            text = f"{y:.1f}" if not math.isnan(y) else r.status.upper().replace("N/A", "n/a")
+            ax.annotate(
+                text,
+                (x, 1.0 if math.isnan(y) else y),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                color="red" if math.isnan(y) else "black",
+            )
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
-    ax.set_ylabel("speedup over zarr default (log)")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_ylabel("speedup over zarr's default pipeline")
     ax.set_xticks(range(len(wls)))
     ax.set_xticklabels(wls, rotation=30, ha="right", fontsize=8)
     lay, m = report.layout, report.meta
     ax.set_title(
-        f"{lay.size}x{lay.size} uint16, shards {lay.shard}, chunks {lay.chunk}; "
-        f"{m['cpu']} ({m['usable_cpus']} cpus)",
+        f"{lay.size}x{lay.size} uint16, shards {lay.shard}, inner chunks {lay.chunk}; "
+        f"{m['cpu']}, {m['usable_cpus']} cpus; median of {report.config.repeats}",
         fontsize=9,
+        pad=22,
     )
-    ax.legend(fontsize=8)
+    ax.legend(
+        fontsize=8,
+        ncol=max(1, len(others)),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
