@@ -60,9 +60,19 @@ def __dir__():
 from zkernels import errors  # noqa: E402
 from zkernels._api import disable, enable, enabled, explain  # noqa: E402
 from zkernels.pipeline import KernelCodecPipeline  # noqa: E402  (registers it with zarr)
+from zkernels.reader import (  # noqa: E402
+    ChunkReader,
+    ReaderClosedError,
+    read_chunk,
+    write_chunk,
+)
 
 __all__ = [
     "KernelCodecPipeline",
+    "ChunkReader",
+    "ReaderClosedError",
+    "read_chunk",
+    "write_chunk",
     "enable",
     "disable",
     "enabled",

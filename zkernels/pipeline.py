@@ -43,7 +43,7 @@ from zkernels._codecs import BoundChain, ChunkChain, Unsupported
 from zkernels._coalesce import coalesce_ranges
 from zkernels._dense import reconstruct_dense
 from zkernels._scatter import is_fill, scatter
-from zkernels._selection import count_chunks, is_basic, is_slices, iter_chunks, project
+from zkernels._selection import is_basic, is_slices, iter_chunks, project
 from zkernels._shard_index import check_dense, encode_shard_index, parse_shard_index
 from zkernels.config import Options, options
 from zkernels.errors import CorruptChunkError, ShardIndexError, UnsupportedError, ZKernelsError
@@ -827,7 +827,6 @@ class KernelCodecPipeline(CodecPipeline):
 
     async def _write_chunks(self, items, value_arr, drop_axes, bound, opts) -> None:
         inline = len(items) * bound.nbytes <= opts.inline_bytes
-        validate = opts.validate_checksums
 
         def new_bytes(item, existing_raw) -> np.ndarray | None:
             setter, _spec, chunk_sel, out_sel, complete = item

@@ -3,7 +3,6 @@ zkernels' on twin stores, then require equal stored bytes and equal values."""
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
