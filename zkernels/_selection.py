@@ -95,9 +95,3 @@ def iter_chunks(dims: list[list[DimProjection]]):
             all(p.complete for p in combo),
         )
 
-
-def count_chunks(dims: list[list[DimProjection]]) -> int:
-    n = 1
-    for d in dims:
-        n *= len(d)
-    return n
