@@ -55,12 +55,20 @@ extensions = [
     for name in modules
 ]
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives=DIRECTIVES,
-        annotate=ANNOTATE,
-        include_path=["zkernels"],
-        force=DEBUG,
-    ),
+# The generated C depends on the directives: regenerate it whenever the build mode changes, so a
+# release build never reuses C generated with bounds checks on (or the reverse).
+MODE_STAMP = HERE / "build" / "zkernels-cython-mode"
+mode = f"debug={int(DEBUG)}"
+force = not MODE_STAMP.exists() or MODE_STAMP.read_text() != mode
+
+ext_modules = cythonize(
+    extensions,
+    compiler_directives=DIRECTIVES,
+    annotate=ANNOTATE,
+    include_path=["zkernels"],
+    force=force,
 )
+MODE_STAMP.parent.mkdir(exist_ok=True)
+MODE_STAMP.write_text(mode)
+
+setup(ext_modules=ext_modules)
