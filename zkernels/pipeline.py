@@ -71,6 +71,46 @@ class _ShardPlan:
     def index_nbytes(self, n_chunks: int) -> int:
         return 16 * n_chunks + (4 if self.index_checksum else 0)
 
+    def index_range(self, n_chunks: int) -> Any:
+        """The byte request that fetches only a shard's index."""
+        n = self.index_nbytes(n_chunks)
+        return RangeByteRequest(0, n) if self.index_at_start else SuffixByteRequest(n)
+
+    def parse_index(
+        self, raw: np.ndarray, cps: tuple[int, ...], shard_nbytes: int | None, validate: bool
+    ) -> np.ndarray:
+        """Parse a stored index (the kernel checks length, checksum and bounds)."""
+        checksum = self.index_checksum
+        if checksum and not validate and raw.size >= 4:
+            raw, checksum = raw[:-4], False  # checksum validation off: drop it unread
+        return parse_shard_index(
+            raw,
+            cps,
+            byteorder="little" if self.index_little else "big",
+            checksum=checksum,
+            shard_nbytes=shard_nbytes,
+            index_location="start" if self.index_at_start else "end",
+        )
+
+    def index_of_range(self, raw: np.ndarray, cps: tuple[int, ...], validate: bool) -> np.ndarray:
+        """Parse the bytes returned for :meth:`index_range` (shard size unknown)."""
+        n = self.index_nbytes(prod(cps))
+        if raw.size != n:
+            raise ShardIndexError(
+                f"shard too short: got {raw.size} bytes where its {n}-byte index should be"
+            )
+        return self.parse_index(raw, cps, None, validate)
+
+    def index_of_shard(self, shard: np.ndarray, cps: tuple[int, ...], validate: bool) -> np.ndarray:
+        """Parse the index of a whole shard's bytes."""
+        n = self.index_nbytes(prod(cps))
+        if shard.size < n:
+            raise ShardIndexError(
+                f"shard of {shard.size} bytes is too short for its {n}-byte index"
+            )
+        raw = shard[:n] if self.index_at_start else shard[shard.size - n :]
+        return self.parse_index(raw, cps, shard.size, validate)
+
 
 def _make_plan(codecs: tuple[Codec, ...]) -> _ShardPlan | ChunkChain:
     """Raises ``Unsupported`` (with the reason) for codec lists we leave to zarr."""
@@ -238,38 +278,11 @@ class _ShardRead:
 
     # -- IO (sync and async variants share the CPU steps) ------------------------------------
 
-    def _index_range(self) -> Any:
-        n = self.plan.index_nbytes(self.n_chunks)
-        return RangeByteRequest(0, n) if self.plan.index_at_start else SuffixByteRequest(n)
-
-    def _parse(self, raw: np.ndarray, shard_nbytes: int | None) -> np.ndarray:
-        plan = self.plan
-        checksum = plan.index_checksum
-        if checksum and not self.opts.validate_checksums and raw.size >= 4:
-            raw, checksum = raw[:-4], False
-        return parse_shard_index(
-            raw,
-            self.cps,
-            byteorder="little" if plan.index_little else "big",
-            checksum=checksum,
-            shard_nbytes=shard_nbytes,
-            index_location="start" if plan.index_at_start else "end",
-        )
-
-    def _index_of_whole(self, shard: np.ndarray) -> np.ndarray:
-        n = self.plan.index_nbytes(self.n_chunks)
-        if shard.size < n:
-            raise ShardIndexError(
-                f"shard of {shard.size} bytes is too short for its {n}-byte index"
-            )
-        raw = shard[:n] if self.plan.index_at_start else shard[shard.size - n :]
-        return self._parse(raw, shard.size)
-
     def set_whole(self, shard: np.ndarray | None) -> None:
         if shard is None:
             self.missing = True
             return
-        index = self._index_of_whole(shard)
+        index = self.plan.index_of_shard(shard, self.cps, self.opts.validate_checksums)
         if self._try_dense(shard, index):
             return
         flat = index.reshape(-1, 2)
@@ -285,12 +298,8 @@ class _ShardRead:
         if raw_index is None:
             self.missing = True
             return None
-        n = self.plan.index_nbytes(self.n_chunks)
-        if raw_index.size != n:
-            raise ShardIndexError(
-                f"shard too short: got {raw_index.size} bytes where its {n}-byte index should be"
-            )
-        flat = self._parse(raw_index, None).reshape(-1, 2)
+        index = self.plan.index_of_range(raw_index, self.cps, self.opts.validate_checksums)
+        flat = index.reshape(-1, 2)
         strides = _c_strides(self.cps)
         wanted = []
         for entry in self.entries:
@@ -332,7 +341,7 @@ class _ShardRead:
             if self.whole:
                 self.set_whole(_get_sync(self.getter))
             else:
-                groups = self.ranges_after_index(_get_sync(self.getter, self._index_range()))
+                groups = self.ranges_after_index(_get_sync(self.getter, self.plan.index_range(self.n_chunks)))
                 if groups:
                     self.set_groups([_get_sync(self.getter, g) for g in groups])
         except Exception as exc:
@@ -345,7 +354,7 @@ class _ShardRead:
                 await _in_pool(lambda: self.set_whole(shard), self.opts, inline)
             else:
                 groups = self.ranges_after_index(
-                    await _get_async(self.getter, self._index_range())
+                    await _get_async(self.getter, self.plan.index_range(self.n_chunks))
                 )
                 if groups:
                     data = await asyncio.gather(*(_get_async(self.getter, g) for g in groups))
@@ -473,23 +482,7 @@ class _ShardWrite:
     def set_existing(self, shard: np.ndarray | None) -> None:
         if shard is None:
             return
-        n = self.plan.index_nbytes(self.n_chunks)
-        if shard.size < n:
-            raise ShardIndexError(
-                f"shard of {shard.size} bytes is too short for its {n}-byte index"
-            )
-        raw = shard[:n] if self.plan.index_at_start else shard[shard.size - n :]
-        checksum = self.plan.index_checksum
-        if checksum and not self.opts.validate_checksums:
-            raw, checksum = raw[:-4], False
-        index = parse_shard_index(
-            raw,
-            self.cps,
-            byteorder="little" if self.plan.index_little else "big",
-            checksum=checksum,
-            shard_nbytes=shard.size,
-            index_location="start" if self.plan.index_at_start else "end",
-        )
+        index = self.plan.index_of_shard(shard, self.cps, self.opts.validate_checksums)
         flat = index.reshape(-1, 2)
         nonempty = np.flatnonzero(flat[:, 0] != _EMPTY)
         for lin in nonempty.tolist():

@@ -61,9 +61,8 @@ from zkernels import _executor
 from zkernels._coalesce import coalesce_ranges
 from zkernels._codecs import BoundChain, Unsupported
 from zkernels._scatter import scatter
-from zkernels._shard_index import parse_shard_index
 from zkernels.config import Options, options
-from zkernels.errors import CorruptChunkError, ShardIndexError, ZKernelsError
+from zkernels.errors import CorruptChunkError, ZKernelsError
 from zkernels.pipeline import (
     _is_empty_chunk,
     _make_plan,
@@ -255,11 +254,7 @@ class _ArrayPlan:
                 self.n_inner = prod(self.cps)
                 self.cps_strides = _c_strides(self.cps)
                 self.index_nbytes = plan.index_nbytes(self.n_inner)
-                self.index_range = (
-                    RangeByteRequest(0, self.index_nbytes)
-                    if plan.index_at_start
-                    else SuffixByteRequest(self.index_nbytes)
-                )
+                self.index_range = plan.index_range(self.n_inner)
                 self.bound = plan.inner.bind(replace(self.spec, shape=plan.chunk_shape))
             else:
                 self.bound = plan.bind(self.spec)
@@ -336,38 +331,16 @@ class _ArrayPlan:
     # -- shard index -----------------------------------------------------------------------
 
     def parse_index(self, raw: np.ndarray, shard_nbytes: int | None) -> np.ndarray:
-        plan = self.shard_plan
-        checksum = plan.index_checksum
-        if checksum and not self.validate and raw.size >= 4:
-            raw, checksum = raw[:-4], False
-        return parse_shard_index(
-            raw,
-            self.cps,
-            byteorder="little" if plan.index_little else "big",
-            checksum=checksum,
-            shard_nbytes=shard_nbytes,
-            index_location="start" if plan.index_at_start else "end",
-        )
+        return self.shard_plan.parse_index(raw, self.cps, shard_nbytes, self.validate)
 
     def index_from_suffix(self, raw: np.ndarray | None) -> np.ndarray | None:
         """The parsed index from the bytes of an index-only request (None: missing shard)."""
         if raw is None:
             return None
-        if raw.size != self.index_nbytes:
-            raise ShardIndexError(
-                f"shard too short: got {raw.size} bytes where its {self.index_nbytes}-byte "
-                "index should be"
-            )
-        return self.parse_index(raw, None)
+        return self.shard_plan.index_of_range(raw, self.cps, self.validate)
 
     def index_of_whole(self, shard: np.ndarray) -> np.ndarray:
-        n = self.index_nbytes
-        if shard.size < n:
-            raise ShardIndexError(
-                f"shard of {shard.size} bytes is too short for its {n}-byte index"
-            )
-        raw = shard[:n] if self.shard_plan.index_at_start else shard[shard.size - n :]
-        return self.parse_index(raw, shard.size)
+        return self.shard_plan.index_of_shard(shard, self.cps, self.validate)
 
     # -- decode ----------------------------------------------------------------------------
 
