@@ -233,23 +233,30 @@ async def _in_pool(fn: Any, opts: Options, inline: bool) -> Any:
 # one shard, read
 
 
-class _ShardRead:
-    """Reads one shard of a batch into ``out`` (IO, index, dense copy or decode units)."""
+class _ShardJob:
+    """What a shard read and a shard write share: where the shard is and how it is cut."""
 
-    def __init__(self, pipe, plan: _ShardPlan, item, out, drop_axes, bound, opts) -> None:
-        getter, spec, chunk_sel, out_sel, _ = item
-        self.getter = getter
-        self.key = _key(getter)
-        self.sync = _is_sync(getter)
+    def __init__(self, plan: _ShardPlan, item, bound: BoundChain, opts: Options) -> None:
+        self.getter = item[0]
+        self.key = _key(self.getter)
+        self.sync = _is_sync(self.getter)
         self.plan = plan
         self.bound = bound
         self.opts = opts
+        self.shard_shape = tuple(item[1].shape)
+        self.cps = tuple(s // c for s, c in zip(self.shard_shape, plan.chunk_shape, strict=True))
+        self.n_chunks = prod(self.cps)
+
+
+class _ShardRead(_ShardJob):
+    """Reads one shard of a batch into ``out`` (IO, index, dense copy or decode units)."""
+
+    def __init__(self, plan: _ShardPlan, item, out, drop_axes, bound, opts) -> None:
+        super().__init__(plan, item, bound, opts)
+        _getter, spec, chunk_sel, out_sel, _ = item
         self.out = out
         self.out_sel = out_sel
         self.drop_axes = drop_axes
-        self.shard_shape = tuple(spec.shape)
-        self.cps = tuple(s // c for s, c in zip(self.shard_shape, plan.chunk_shape, strict=True))
-        self.n_chunks = prod(self.cps)
         self.units: list[tuple[tuple[int, ...], Any, Any, Any]] = []
         self.dense_ready = False
         self.missing = False
@@ -446,20 +453,13 @@ def _linear(coords: tuple[int, ...], strides: tuple[int, ...]) -> int:
 # one shard, written
 
 
-class _ShardWrite:
+class _ShardWrite(_ShardJob):
     """Writes one shard: merge touched inner chunks, keep the rest, lay out in morton order."""
 
     def __init__(self, plan: _ShardPlan, item, value: np.ndarray, bound, opts) -> None:
-        setter, spec, chunk_sel, out_sel, _ = item
-        self.setter = setter
-        self.key = _key(setter)
-        self.sync = _is_sync(setter)
-        self.plan = plan
-        self.bound = bound
-        self.opts = opts
-        self.shard_shape = tuple(spec.shape)
-        self.cps = tuple(s // c for s, c in zip(self.shard_shape, plan.chunk_shape, strict=True))
-        self.n_chunks = prod(self.cps)
+        super().__init__(plan, item, bound, opts)
+        _setter, _spec, chunk_sel, out_sel, _ = item
+        self.setter = self.getter
         # zarr: a scalar value is passed as is, otherwise value[out_selection]
         self.value = value if value.ndim == 0 else value[out_sel]
         if is_basic(chunk_sel):
@@ -727,7 +727,7 @@ class KernelCodecPipeline(CodecPipeline):
 
     async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> None:
         inline = out_arr.nbytes <= opts.inline_bytes
-        reads = [_ShardRead(self, self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
+        reads = [_ShardRead(self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
 
         async def one(sr: _ShardRead) -> None:
             if sr.sync:
