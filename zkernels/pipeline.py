@@ -214,6 +214,19 @@ def _parts(n_units: int, unit_nbytes: int, n_items: int, threads: int) -> int:
     return max(1, min(ceil(n_units / min_units), ceil(2 * threads / max(1, n_items))))
 
 
+def _run_batches(fn: Any, units: list, bound: BoundChain, opts: Options, inline: bool,
+                 n_items: int = 1):
+    """Run ``fn`` over ``units`` cut into pool-sized batches (see ``_parts``); results per batch."""
+    parts = _parts(len(units), bound.nbytes, n_items, opts.threads)
+    return _executor.run_all(opts.threads, fn, _executor.split(units, parts), inline=inline)
+
+
+def _by_store(items: list) -> tuple[list, list]:
+    """Batch items whose store we reach synchronously, and the others."""
+    sync = [it for it in items if _is_sync(it[0])]
+    return sync, [it for it in items if not _is_sync(it[0])]
+
+
 async def _gather(coros: Iterable[Any]) -> None:
     """Await all; re-raise the first error only once every task has stopped."""
     results = await asyncio.gather(*coros, return_exceptions=True)
@@ -735,10 +748,7 @@ class KernelCodecPipeline(CodecPipeline):
             else:
                 await sr.prepare_async(inline)
             if sr.units:
-                parts = _parts(len(sr.units), bound.nbytes, len(reads), opts.threads)
-                await _executor.run_all(
-                    opts.threads, sr.decode_units, _executor.split(sr.units, parts), inline=inline
-                )
+                await _run_batches(sr.decode_units, sr.units, bound, opts, inline, len(reads))
             sr.finish()
 
         await _gather(one(sr) for sr in reads)
@@ -762,16 +772,10 @@ class KernelCodecPipeline(CodecPipeline):
             for item in batch:
                 decode_into((item, _get_sync(item[0])))
 
-        sync_items = [it for it in items if _is_sync(it[0])]
-        async_items = [it for it in items if not _is_sync(it[0])]
+        sync_items, async_items = _by_store(items)
         tasks = []
         if sync_items:
-            parts = _parts(len(sync_items), bound.nbytes, 1, opts.threads)
-            tasks.append(
-                _executor.run_all(
-                    opts.threads, fetch_decode, _executor.split(sync_items, parts), inline=inline
-                )
-            )
+            tasks.append(_run_batches(fetch_decode, sync_items, bound, opts, inline))
         if async_items:
 
             async def fetch_then_decode() -> None:
@@ -779,15 +783,12 @@ class KernelCodecPipeline(CodecPipeline):
                     [_get_async(it[0]) for it in async_items], zarr.config.get("async.concurrency")
                 )
                 entries = list(zip(async_items, raws, strict=True))
-                parts = _parts(len(entries), bound.nbytes, 1, opts.threads)
 
                 def run(batch):
                     for e in batch:
                         decode_into(e)
 
-                await _executor.run_all(
-                    opts.threads, run, _executor.split(entries, parts), inline=inline
-                )
+                await _run_batches(run, entries, bound, opts, inline)
 
             tasks.append(fetch_then_decode())
         await _gather(tasks)
@@ -806,10 +807,8 @@ class KernelCodecPipeline(CodecPipeline):
                     else:
                         shard = await _get_async(sw.setter)
                     sw.set_existing(shard)
-                parts = _parts(len(sw.entries), bound.nbytes, len(writes), opts.threads)
-                results = await _executor.run_all(
-                    opts.threads, sw.encode_entries, _executor.split(sw.entries, parts),
-                    inline=inline,
+                results = await _run_batches(
+                    sw.encode_entries, sw.entries, bound, opts, inline, len(writes)
                 )
                 for batch in results:
                     sw.encoded.update(batch)
@@ -843,16 +842,10 @@ class KernelCodecPipeline(CodecPipeline):
                 existing = None if item[4] else _get_sync(item[0])
                 _set_sync(item[0], new_bytes(item, existing))
 
-        sync_items = [it for it in items if _is_sync(it[0])]
-        async_items = [it for it in items if not _is_sync(it[0])]
+        sync_items, async_items = _by_store(items)
         tasks = []
         if sync_items:
-            parts = _parts(len(sync_items), bound.nbytes, 1, opts.threads)
-            tasks.append(
-                _executor.run_all(
-                    opts.threads, sync_batch, _executor.split(sync_items, parts), inline=inline
-                )
-            )
+            tasks.append(_run_batches(sync_batch, sync_items, bound, opts, inline))
         if async_items:
 
             async def async_write() -> None:
@@ -863,13 +856,11 @@ class KernelCodecPipeline(CodecPipeline):
 
                 existing = await _bounded_gather([existing_of(it) for it in async_items], limit)
                 pairs = list(zip(async_items, existing, strict=True))
-                parts = _parts(len(pairs), bound.nbytes, 1, opts.threads)
 
                 def run(batch):
                     return [new_bytes(it, ex) for it, ex in batch]
 
-                batches = _executor.split(pairs, parts)
-                encoded = await _executor.run_all(opts.threads, run, batches, inline=inline)
+                encoded = await _run_batches(run, pairs, bound, opts, inline)
                 flat = [e for b in encoded for e in b]
                 await _bounded_gather(
                     [_set_async(it[0], data) for it, data in zip(async_items, flat, strict=True)],
