@@ -11,7 +11,6 @@ in place): ``PYTHONPATH=. python asv_bench/benchmarks/bench_coalesce.py``.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
@@ -79,22 +78,12 @@ class CoalesceOverhead:
         coalesce_ranges(self.offsets, self.lengths, max_gap_bytes=GAP, max_coalesced_bytes=MAX)
 
 
-def _best(func, *args, repeat=7, min_seconds=0.02):
-    reps = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        if time.perf_counter() - t0 >= min_seconds:
-            break
-        reps *= 4
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
+
+
+def _best(*args, **kwargs):
+    from _timing import best  # standalone mode only: this script's folder is on sys.path
+
+    return best(*args, **kwargs)
 
 
 def _main() -> None:

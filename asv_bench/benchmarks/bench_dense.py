@@ -18,7 +18,6 @@ in place): ``PYTHONPATH=. python asv_bench/benchmarks/bench_dense.py``.
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
@@ -167,26 +166,16 @@ class ReconstructDenseThreads:
             t.join()
 
 
-def _best(func, args=(), repeat=7, min_seconds=0.05):
-    reps = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        if time.perf_counter() - t0 >= min_seconds / repeat:
-            break
-        reps *= 2
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
 
 
 def _gbps(func, args, nbytes):
-    return nbytes / _best(func, args) / 1e9
+    return nbytes / _best(func, *args) / 1e9
+
+
+def _best(*args, **kwargs):
+    from _timing import best  # standalone mode only: this script's folder is on sys.path
+
+    return best(*args, **kwargs)
 
 
 def _main() -> None:
@@ -204,20 +193,20 @@ def _main() -> None:
                     if meth == "time_numpy_twin" and (case == "sub-box" or shard == "64MiB"):
                         row.append("")
                         continue
-                    t = _best(getattr(b, meth), (shard, case, out), repeat=5)
+                    t = _best(getattr(b, meth), shard, case, out, repeat=5)
                     row.append(f"{nb / t / 1e9:6.1f} GB/s")
                 print(f"{shard:<6} {case:<11} {out:<7} {row[0]:>18} {row[1]:>14} {row[2]:>12}")
     for shard in SHAPES:
         for streaming in (False, True):
             b = ReconstructDenseStreaming()
             b.setup(shard, streaming)
-            t = _best(b.time_reconstruct_dense, (shard, streaming))
+            t = _best(b.time_reconstruct_dense, shard, streaming)
             print(f"{shard:<6} streaming={streaming!s:<5} {b.out.nbytes / t / 1e9:6.1f} GB/s")
     for shard in ReconstructDenseThreads.params[0]:
         b = ReconstructDenseThreads()
         b.setup(shard)
-        ts = _best(b.time_serial, (shard,), repeat=5)
-        tt = _best(b.time_threads, (shard,), repeat=5)
+        ts = _best(b.time_serial, shard, repeat=5)
+        tt = _best(b.time_threads, shard, repeat=5)
         print(f"threads {shard}: serial {ts * 1e3:.2f} ms, 2 threads {tt * 1e3:.2f} ms, "
               f"speed-up {ts / tt:.2f}x")
 

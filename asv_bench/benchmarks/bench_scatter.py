@@ -16,7 +16,6 @@ in place): ``PYTHONPATH=. python asv_bench/benchmarks/bench_scatter.py``.
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
@@ -186,22 +185,6 @@ class ThreadsVsSerial:
                 t.join()
 
 
-def _best(func, *args, repeat=7, min_seconds=0.02):
-    reps = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        if time.perf_counter() - t0 >= min_seconds:
-            break
-        reps *= 4
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
 
 
 def _run(cls, *params):
@@ -209,6 +192,12 @@ def _run(cls, *params):
     b.setup(*params)
     method = next(getattr(b, m) for m in dir(b) if m.startswith("time_"))
     return _best(method, *params)
+
+
+def _best(*args, **kwargs):
+    from _timing import best  # standalone mode only: this script's folder is on sys.path
+
+    return best(*args, **kwargs)
 
 
 def _main() -> None:

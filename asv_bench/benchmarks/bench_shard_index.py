@@ -10,7 +10,6 @@ in place): ``PYTHONPATH=. python asv_bench/benchmarks/bench_shard_index.py``.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
@@ -117,22 +116,12 @@ class CheckDense:
         check_dense(self.index, 8192)
 
 
-def _best(func, *args, repeat=7, min_seconds=0.02):
-    reps = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        if time.perf_counter() - t0 >= min_seconds:
-            break
-        reps *= 4
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            func(*args)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
+
+
+def _best(*args, **kwargs):
+    from _timing import best  # standalone mode only: this script's folder is on sys.path
+
+    return best(*args, **kwargs)
 
 
 def _main() -> None:
