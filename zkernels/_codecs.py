@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec, Codec
+from zarr.codecs.blosc import BloscCodec
 from zarr.codecs.bytes import BytesCodec
 from zarr.codecs.crc32c_ import Crc32cCodec
 from zarr.codecs.transpose import TransposeCodec
@@ -31,6 +32,7 @@ from zarr.core.codec_pipeline import fill_value_or_default
 from zarr.core.dtype.common import HasEndianness
 
 from zkernels._crc32c import crc32c
+from zkernels._decode import can_decode
 from zkernels.errors import ChecksumError, CorruptChunkError
 
 try:  # reusable decompression contexts; numcodecs makes a new one per call
@@ -253,6 +255,18 @@ class BoundChain:
         # The dense bulk path copies raw inner-chunk bytes: only a bare `bytes` codec qualifies.
         self.raw_bytes = not self.transposes and not self.steps and not self.v2
         self.swap_unit = self._swap_unit()
+        # The chunk decode kernel (zkernels._decode) runs the whole chain in C: a bytes codec
+        # followed by crc32c and at most one of zstd/blosc (crc32c outermost), nothing else.
+        self.kernel_steps = self._kernel_steps(bb)
+        # the fill value as the kernels write it: one element's bytes in the native dtype
+        self.fill_bytes = np.asarray(self.fill_value, dtype=self.native_dtype).tobytes()
+
+    def _kernel_steps(self, bb: tuple[Codec, ...]) -> tuple[str, ...] | None:
+        if self.transposes or self.v2 or self.swap_unit is None:
+            return None
+        names = {ZstdCodec: "zstd", BloscCodec: "blosc", Crc32cCodec: "crc32c"}
+        steps = tuple(names.get(type(c), "?") for c in reversed(bb))  # decode order
+        return steps if can_decode(steps) else None
 
     def _swap_unit(self) -> int | None:
         """Byte-swap unit from stored to native order; None if not a plain byte swap."""

@@ -138,39 +138,11 @@ __all__ = ["reconstruct_dense"]
 cdef uint64_t EMPTY = 0xFFFFFFFFFFFFFFFFULL
 
 cdef enum:
-    # numpy's NPY_MAXDIMS (64 since numpy 2): fixed-size per-dimension arrays keep the core
-    # malloc-free.
-    MAXDIM = 64
-    # Length in bytes of the fill pattern handed to the core (rounded down to whole elements).
-    FILL_ROW_BYTES = 4096
-
-cdef enum:
     DENSE_OK = 0
     DENSE_HALF_EMPTY = 1
     DENSE_BAD_NBYTES = 2
     DENSE_OVERFLOW = 3
     DENSE_PAST_END = 4
-
-
-cdef struct DenseArgs:
-    int ndim
-    Py_ssize_t itemsize
-    int swap_unit                      # 0: plain copy; 2/4/8: reverse every unit of that size
-    const uint8_t *shard
-    uint64_t shard_nbytes
-    const uint64_t *index              # native (offset, nbytes) pairs, C order over the chunks
-    uint64_t chunk_nbytes              # prod(chunk_shape) * itemsize
-    uint8_t *out                       # address of out[0, ..., 0]
-    const uint8_t *fill                # FILL_ROW_BYTES // itemsize * itemsize bytes of pattern
-    Py_ssize_t fill_nbytes
-    bint fill_zero                     # the fill value is all zero bytes: memset
-    bint nontemporal                   # contiguous runs use streaming stores (large outputs)
-    Py_ssize_t out_shape[MAXDIM]
-    Py_ssize_t out_strides[MAXDIM]     # bytes, any sign
-    Py_ssize_t chunk_shape[MAXDIM]
-    Py_ssize_t chunk_strides[MAXDIM]   # bytes, C order inside a stored chunk
-    Py_ssize_t chunks_per_shard[MAXDIM]
-    Py_ssize_t region_start[MAXDIM]
 
 
 # With `streaming=None`, outputs of at least this many bytes are written with streaming stores
@@ -487,8 +459,9 @@ cdef int dense_validate_c(
             return DENSE_OK
 
 
-cdef void copy_chunk(const DenseArgs *a, const Py_ssize_t *c, uint64_t off) noexcept nogil:
-    """Copy chunk `c`'s intersection with the box (fill it when `off` is EMPTY)."""
+cdef void copy_chunk_from(const DenseArgs *a, const Py_ssize_t *c,
+                         const uint8_t *chunk) noexcept nogil:
+    """Copy chunk `c`'s intersection with the box from `chunk` (fill it when NULL)."""
     cdef Py_ssize_t extent[MAXDIM]
     cdef Py_ssize_t start, stop, cstart, box_end, src_off = 0, dst_off = 0
     cdef int k
@@ -502,10 +475,17 @@ cdef void copy_chunk(const DenseArgs *a, const Py_ssize_t *c, uint64_t off) noex
         extent[k] = stop - start
         src_off += (start - cstart) * a.chunk_strides[k]
         dst_off += (start - a.region_start[k]) * a.out_strides[k]
-    cdef const uint8_t *src = NULL
-    if off != EMPTY:
-        src = a.shard + off + src_off
-    copy_box(a.out + dst_off, a.out_strides, src, a.chunk_strides, extent, a.ndim, a)
+    if chunk != NULL:
+        chunk += src_off
+    copy_box(a.out + dst_off, a.out_strides, chunk, a.chunk_strides, extent, a.ndim, a)
+
+
+cdef inline void copy_chunk(const DenseArgs *a, const Py_ssize_t *c, uint64_t off) noexcept nogil:
+    """Copy chunk `c`'s intersection with the box from the shard (fill it when `off` is EMPTY)."""
+    if off == EMPTY:
+        copy_chunk_from(a, c, NULL)
+    else:
+        copy_chunk_from(a, c, a.shard + off)
 
 
 cdef void dense_copy_c(const DenseArgs *a, bint empty_only) noexcept nogil:
@@ -706,6 +686,97 @@ cdef tuple _int_tuple(object seq, str what):
         raise TypeError(f"{what} must be a sequence of ints, not {seq!r}") from None
 
 
+cdef object init_box_args(DenseArgs *a, object out, tuple chunk_shape, tuple region_start,
+                          tuple cps, object fill_value, object swap_unit, object streaming):
+    """Validate the box arguments the wrappers share and fill `a` (all but the shard, index).
+
+    Returns the fill pattern, which must outlive every use of `a`.
+    """
+    cdef int k, nd
+    cdef const uint8_t[::1] fill_view
+    cdef Py_ssize_t itemsize, stride
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if out.dtype.hasobject:  # raw bytes into object pointers would crash the interpreter later
+        raise TypeError(f"out must hold plain data, not {out.dtype}")
+    nd = out.ndim
+    if nd > MAXDIM:
+        raise ValueError(f"at most {MAXDIM} dimensions are supported, out has {nd}")
+    if not (len(chunk_shape) == nd and len(region_start) == nd and len(cps) == nd):
+        raise ValueError(
+            f"dimensions disagree: out.shape {out.shape}, chunk_shape {chunk_shape}, "
+            f"region_start {region_start}, chunks_per_shard {cps}"
+        )
+    shard_shape = tuple(c * n for c, n in zip(chunk_shape, cps))
+    for k in range(nd):
+        if chunk_shape[k] <= 0:
+            raise ValueError(f"chunk_shape must be positive, got {chunk_shape}")
+        if shard_shape[k] > PY_SSIZE_T_MAX:  # keeps every coordinate in Py_ssize_t
+            raise ValueError(f"shard of shape {shard_shape} is too large")
+        if region_start[k] < 0 or region_start[k] + out.shape[k] > shard_shape[k]:
+            raise ValueError(
+                f"box [{region_start}, +{out.shape}) is outside the shard of shape {shard_shape} "
+                f"(chunks_per_shard {cps} x chunk_shape {chunk_shape}), dimension {k}"
+            )
+    itemsize = out.itemsize
+    if itemsize <= 0:
+        raise ValueError(f"out has itemsize {itemsize}")
+    swap_unit = operator.index(swap_unit)
+    if swap_unit == 1:
+        swap_unit = 0
+    if swap_unit not in (0, 2, 4, 8) or (swap_unit and itemsize % swap_unit):
+        raise ValueError(
+            f"swap_unit must be 0, 2, 4 or 8 and divide the itemsize ({itemsize}), got {swap_unit}"
+        )
+    chunk_elems = 1
+    for c in chunk_shape:
+        chunk_elems *= c
+    chunk_nbytes = chunk_elems * itemsize
+    if chunk_nbytes > PY_SSIZE_T_MAX:  # keeps every byte offset inside a chunk in Py_ssize_t
+        raise ValueError(f"chunk of {chunk_shape} x {itemsize} bytes is too large")
+
+    # the fill pattern: whole elements, up to FILL_ROW_BYTES
+    if fill_value is None:
+        fill = b""
+        a.fill_zero = True
+    else:
+        fill = bytes(memoryview(fill_value).cast("B"))
+        if len(fill) != itemsize:
+            raise ValueError(f"fill_value has {len(fill)} bytes, out.itemsize is {itemsize}")
+        a.fill_zero = fill.count(0) == itemsize
+        fill = fill * max(1, FILL_ROW_BYTES // itemsize)
+    fill_view = fill
+
+    box_nbytes = itemsize
+    for k in range(nd):
+        box_nbytes *= out.shape[k]
+    if streaming is None:
+        streaming = box_nbytes >= STREAMING_THRESHOLD
+    a.nontemporal = ZK_HAVE_NT and bool(streaming) and nd > 0 and out.strides[nd - 1] == itemsize
+    a.ndim = nd
+    a.itemsize = itemsize
+    a.swap_unit = swap_unit
+    a.shard = NULL
+    a.shard_nbytes = 0
+    a.index = NULL
+    a.chunk_nbytes = chunk_nbytes
+    a.out = <uint8_t *>cnp.PyArray_DATA(out)
+    a.fill = &fill_view[0] if fill_view.shape[0] > 0 else NULL
+    a.fill_nbytes = fill_view.shape[0]
+    stride = itemsize
+    for k in range(nd - 1, -1, -1):
+        a.out_shape[k] = out.shape[k]
+        a.out_strides[k] = out.strides[k]
+        a.chunk_shape[k] = chunk_shape[k]
+        a.chunk_strides[k] = stride
+        stride *= chunk_shape[k]
+        a.chunks_per_shard[k] = cps[k]
+        a.region_start[k] = region_start[k]
+    return fill
+
+
 def reconstruct_dense(shard, index, out, *, chunk_shape, region_start, fill_value=None,
                       swap_unit=0, streaming=None):
     """Copy the inner chunks of an uncompressed shard straight into an output box.
@@ -750,12 +821,6 @@ def reconstruct_dense(shard, index, out, *, chunk_shape, region_start, fill_valu
     cdef int k, nd, status
     cdef const uint8_t[::1] shard_view = _as_bytes(shard, "shard")
 
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if out.dtype.hasobject:  # raw bytes into object pointers would crash the interpreter later
-        raise TypeError(f"out must hold plain data, not {out.dtype}")
     if not isinstance(index, np.ndarray):
         raise ShardIndexError(f"index must be a numpy uint64 array, not {type(index).__name__}")
     if index.dtype.kind != "u" or index.dtype.itemsize != 8:
@@ -763,82 +828,16 @@ def reconstruct_dense(shard, index, out, *, chunk_shape, region_start, fill_valu
     index = np.ascontiguousarray(index, dtype=np.uint64)
     chunk_shape = _int_tuple(chunk_shape, "chunk_shape")
     region_start = _int_tuple(region_start, "region_start")
-    nd = out.ndim
-    if nd > MAXDIM:
-        raise ValueError(f"at most {MAXDIM} dimensions are supported, out has {nd}")
-    if not (len(chunk_shape) == nd and len(region_start) == nd and index.ndim == nd + 1
-            and index.shape[nd] == 2):
-        raise ValueError(
-            f"dimensions disagree: out.shape {out.shape}, chunk_shape {chunk_shape}, "
-            f"region_start {region_start}, index.shape {index.shape} (expected "
-            f"(*chunks_per_shard, 2) with {nd} chunk dimensions)"
-        )
-    cps = index.shape[:nd]
-    shard_shape = tuple(c * n for c, n in zip(chunk_shape, cps))
-    for k in range(nd):
-        if chunk_shape[k] <= 0:
-            raise ValueError(f"chunk_shape must be positive, got {chunk_shape}")
-        if shard_shape[k] > PY_SSIZE_T_MAX:  # keeps every coordinate in Py_ssize_t
-            raise ValueError(f"shard of shape {shard_shape} is too large")
-        if region_start[k] < 0 or region_start[k] + out.shape[k] > shard_shape[k]:
-            raise ValueError(
-                f"box [{region_start}, +{out.shape}) is outside the shard of shape {shard_shape} "
-                f"(chunks_per_shard {cps} x chunk_shape {chunk_shape}), dimension {k}"
-            )
-    cdef Py_ssize_t itemsize = out.itemsize
-    if itemsize <= 0:
-        raise ValueError(f"out has itemsize {itemsize}")
-    swap_unit = operator.index(swap_unit)
-    if swap_unit == 1:
-        swap_unit = 0
-    if swap_unit not in (0, 2, 4, 8) or (swap_unit and itemsize % swap_unit):
-        raise ValueError(
-            f"swap_unit must be 0, 2, 4 or 8 and divide the itemsize ({itemsize}), got {swap_unit}"
-        )
-    chunk_elems = 1
-    for c in chunk_shape:
-        chunk_elems *= c
-    chunk_nbytes = chunk_elems * itemsize
-    if chunk_nbytes > PY_SSIZE_T_MAX:  # keeps every byte offset inside a chunk in Py_ssize_t
-        raise ValueError(f"chunk of {chunk_shape} x {itemsize} bytes is too large")
-
-    # the fill pattern: whole elements, up to FILL_ROW_BYTES
-    if fill_value is None:
-        fill = b""
-        a.fill_zero = True
-    else:
-        fill = bytes(memoryview(fill_value).cast("B"))
-        if len(fill) != itemsize:
-            raise ValueError(f"fill_value has {len(fill)} bytes, out.itemsize is {itemsize}")
-        a.fill_zero = fill.count(0) == itemsize
-        fill = fill * max(1, FILL_ROW_BYTES // itemsize)
-    cdef const uint8_t[::1] fill_view = fill
-
-    box_nbytes = itemsize
-    for k in range(nd):
-        box_nbytes *= out.shape[k]
-    if streaming is None:
-        streaming = box_nbytes >= STREAMING_THRESHOLD
-    a.nontemporal = ZK_HAVE_NT and bool(streaming) and nd > 0 and out.strides[nd - 1] == itemsize
-    a.ndim = nd
-    a.itemsize = itemsize
-    a.swap_unit = swap_unit
+    if index.ndim < 1 or index.shape[index.ndim - 1] != 2:
+        raise ValueError(f"index must have shape (*chunks_per_shard, 2), got {index.shape}")
+    keep = init_box_args(&a, out, chunk_shape, region_start, tuple(index.shape)[:index.ndim - 1], fill_value,
+                         swap_unit, streaming)
+    cps = tuple(index.shape)[:index.ndim - 1]
+    chunk_nbytes = a.chunk_nbytes
+    itemsize = a.itemsize
     a.shard = &shard_view[0] if shard_view.shape[0] > 0 else NULL
     a.shard_nbytes = shard_view.shape[0]
     a.index = <const uint64_t *>cnp.PyArray_DATA(index)
-    a.chunk_nbytes = chunk_nbytes
-    a.out = <uint8_t *>cnp.PyArray_DATA(out)
-    a.fill = &fill_view[0] if fill_view.shape[0] > 0 else NULL
-    a.fill_nbytes = fill_view.shape[0]
-    cdef Py_ssize_t stride = itemsize
-    for k in range(nd - 1, -1, -1):
-        a.out_shape[k] = out.shape[k]
-        a.out_strides[k] = out.strides[k]
-        a.chunk_shape[k] = chunk_shape[k]
-        a.chunk_strides[k] = stride
-        stride *= chunk_shape[k]
-        a.chunks_per_shard[k] = cps[k]
-        a.region_start[k] = region_start[k]
 
     with nogil:
         status = reconstruct_dense_c(&a, &err)

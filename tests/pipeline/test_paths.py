@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BytesCodec, ShardingCodec, ZstdCodec
+from zarr.codecs import (
+    BloscCodec,
+    BytesCodec,
+    Crc32cCodec,
+    ShardingCodec,
+    TransposeCodec,
+    ZstdCodec,
+)
 
 import zkernels
 import zkernels.pipeline as zp
@@ -23,7 +30,8 @@ class _Counter:
 @pytest.fixture
 def counters(monkeypatch):
     made = {}
-    for name in ("reconstruct_dense", "coalesce_ranges", "parse_shard_index", "scatter"):
+    for name in ("reconstruct_dense", "coalesce_ranges", "parse_shard_index", "scatter",
+                 "decode_chunks"):
         c = _Counter(getattr(zp, name))
         monkeypatch.setattr(zp, name, c)
         made[name] = c
@@ -58,15 +66,38 @@ def test_dense_path_off_by_option(counters):
     with zkernels.enabled(dense_path=False):
         np.testing.assert_array_equal(zarr.open_array(store, mode="r")[:], data)
     assert counters["reconstruct_dense"].calls == 0
-    assert counters["scatter"].calls > 0
+    assert counters["decode_chunks"].calls >= 4  # the chunk kernel copies the raw chunks
 
 
-def test_compressed_shards_decode_per_chunk(counters):
-    store, data = _array([ZstdCodec()])
+@pytest.mark.parametrize(
+    "codecs",
+    [[ZstdCodec()], [BloscCodec(cname="lz4")], [Crc32cCodec()], [ZstdCodec(), Crc32cCodec()]],
+    ids=["zstd", "blosc", "crc32c", "zstd+crc32c"],
+)
+def test_compressed_shards_go_through_the_chunk_kernel(counters, codecs):
+    store, data = _array(codecs)
     with zkernels.enabled():
-        np.testing.assert_array_equal(zarr.open_array(store, mode="r")[:], data)
+        arr = zarr.open_array(store, mode="r")
+        np.testing.assert_array_equal(arr[:], data)
+        whole = counters["decode_chunks"].calls
+        np.testing.assert_array_equal(arr[3:20, 5], data[3:20, 5])  # partial, integer axis
     assert counters["reconstruct_dense"].calls == 0
-    assert counters["scatter"].calls == 64  # every inner chunk scattered by the kernel
+    assert counters["scatter"].calls == 0  # no per-chunk Python scatter
+    assert whole >= 4  # at least one kernel call per shard
+    assert counters["decode_chunks"].calls > whole
+    assert counters["coalesce_ranges"].calls == 1
+
+
+@pytest.mark.parametrize(
+    "codecs, selection",
+    [([ZstdCodec()], np.s_[::2, 1:60:3]), ([TransposeCodec(order=(1, 0)), ZstdCodec()], np.s_[:])],
+    ids=["step-slices", "transpose"],
+)
+def test_per_chunk_path_where_the_kernel_does_not_apply(counters, codecs, selection):
+    store, data = _array(codecs)
+    with zkernels.enabled():
+        np.testing.assert_array_equal(zarr.open_array(store, mode="r")[selection], data[selection])
+    assert counters["decode_chunks"].calls == 0
 
 
 def test_partial_reads_coalesce(counters):
