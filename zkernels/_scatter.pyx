@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 cimport numpy as cnp
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_Check
 from cpython.bool cimport PyBool_Check
 from cpython.slice cimport PySlice_Check, PySlice_Unpack, PySlice_AdjustIndices
@@ -104,15 +105,6 @@ ctypedef struct zk_view:
     Py_ssize_t strides[ZK_MAXD]
 
 
-ctypedef struct zk_fillspec:
-    int mode
-    Py_ssize_t itemsize
-    int pw              # MASKED/NAN: width of a float part (2, 4, 8); bytes mode: unused
-    int nparts          # MASKED/NAN: 1 (real) or 2 (complex)
-    bint swap           # NAN: parts are stored byte-swapped
-    uint64_t fbits[2]   # MASKED: fill part bits, as stored
-    uint64_t mask[2]    # MASKED: compared bits, as stored
-    const char *pat     # BYTES: the fill's itemsize bytes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1377,6 +1369,92 @@ cdef inline uint64_t _swap_bits(uint64_t x, int pw, bint swap) noexcept:
     return zk_bswap64(x)
 
 
+cdef object make_fill_spec(zk_fillspec *spec, cnp.ndarray b, object fill_value):
+    """See _scatter.pxd: fill `spec` for arrays of `b`'s dtype; the object it points into."""
+    if fill_value is None:
+        return False
+    cdef cnp.dtype d = <cnp.dtype> cnp.PyArray_DESCR(b)
+    cdef int t = d.type_num
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(b)
+    cdef bint is_float = False, fill_kind_f = False, zero_rule, any_nan = False
+    cdef bint all_exact = True
+    cdef char local[32]
+    cdef int j
+    cdef uint64_t bits, sign
+    cdef object raw
+    if isinstance(fill_value, cnp.ndarray) and (<cnp.ndarray> fill_value).ndim == 0:
+        fill_value = fill_value[()]
+    if (t == NPY_HALF or t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE
+            or t == cnp.NPY_CFLOAT or t == cnp.NPY_CDOUBLE):
+        is_float = True
+    elif t == cnp.NPY_VOID:
+        if (d.flags & _NPY_ITEM_REFCOUNT) or not _void_bytewise(d):
+            return None
+    elif not (t == cnp.NPY_BOOL or cnp.NPY_BYTE <= t <= cnp.NPY_ULONGLONG
+              or t == cnp.NPY_DATETIME or t == cnp.NPY_TIMEDELTA):
+        return None
+
+    if (isinstance(fill_value, (bytes, bytearray))
+            and not PyObject_TypeCheck(fill_value, &PyGenericArrType_Type)):
+        raw = bytes(fill_value)
+        if len(raw) != isz:
+            raise ValueError(
+                f"is_fill: fill_value has {len(raw)} bytes, the dtype {d} has itemsize {isz}")
+        is_float = False
+    else:
+        raw = _fill_raw_for_check(b, d, fill_value, local)
+        if raw is None:
+            return None
+        if is_float:
+            # zarr: `np.asarray(other).dtype.kind == "f" and other == 0.0` -> compare bits.
+            # The fill's kind here; "== 0.0" below, from the bits (a float fill converted
+            # exactly to this float/complex dtype is +-0 in every part iff it was zero).
+            if isinstance(fill_value, float):
+                fill_kind_f = True
+            elif PyObject_TypeCheck(fill_value, &PyGenericArrType_Type):
+                ft = (<cnp.dtype> cnp.PyArray_DescrFromScalar(fill_value)).type_num
+                fill_kind_f = (ft == NPY_HALF or ft == cnp.NPY_FLOAT or ft == cnp.NPY_DOUBLE
+                               or ft == cnp.NPY_LONGDOUBLE)
+
+    cdef const char *pat
+    if raw is True:
+        raw = PyBytes_FromStringAndSize(local, isz)
+    pat = <const char *> (<bytes> raw)
+    spec.mode = MODE_BYTES
+    spec.itemsize = isz
+    spec.pat = pat
+    spec.pw = 0
+    spec.nparts = 1
+    spec.swap = False
+    spec.fbits[0] = spec.fbits[1] = 0
+    spec.mask[0] = spec.mask[1] = 0
+    if is_float:
+        spec.nparts = 2 if (t == cnp.NPY_CFLOAT or t == cnp.NPY_CDOUBLE) else 1
+        spec.pw = <int>(isz // spec.nparts)
+        spec.swap = not cnp.PyArray_ISNBO(d.byteorder)
+        sign = (<uint64_t> 1) << (8 * spec.pw - 1)
+        zero_rule = fill_kind_f
+        for j in range(spec.nparts):
+            if (_part_bits(pat + j * spec.pw, spec.pw, spec.swap) & ~sign) != 0:
+                zero_rule = False
+        for j in range(spec.nparts):
+            bits = _part_bits(pat + j * spec.pw, spec.pw, spec.swap)
+            if _is_nan_part(bits, spec.pw):
+                any_nan = True
+            spec.fbits[j] = _swap_bits(bits, spec.pw, spec.swap)
+            if (bits & ~sign) == 0 and not zero_rule:
+                # a zero part matches +0.0 and -0.0: ignore the sign bit
+                spec.mask[j] = _swap_bits(~sign & (sign | (sign - 1)), spec.pw, spec.swap)
+                all_exact = False
+            else:
+                spec.mask[j] = _swap_bits(sign | (sign - 1), spec.pw, spec.swap)
+        if any_nan:
+            spec.mode = MODE_NAN
+        elif not all_exact:
+            spec.mode = MODE_MASKED
+    return raw
+
+
 def is_fill(buf, fill_value):
     """Whether every element of ``buf`` equals ``fill_value``, decided exactly as zarr 3.1.6's
     ``NDBuffer.all_equal`` decides it (what ``write_empty_chunks=False`` stores).
@@ -1412,90 +1490,14 @@ def is_fill(buf, fill_value):
     expression.
     """
     _check_array(buf, "buf")
-    if fill_value is None:
-        return False
-    cdef cnp.ndarray b = <cnp.ndarray> buf
-    cdef cnp.dtype d = <cnp.dtype> cnp.PyArray_DESCR(b)
-    cdef int t = d.type_num
-    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(b)
     cdef zk_fillspec spec
-    cdef bint is_float = False, fill_kind_f = False, zero_rule, any_nan = False
-    cdef bint all_exact = True
-    cdef char local[32]
-    cdef int j
-    cdef uint64_t bits, sign
-    cdef object raw
-    if isinstance(fill_value, cnp.ndarray) and (<cnp.ndarray> fill_value).ndim == 0:
-        fill_value = fill_value[()]
-    if (t == NPY_HALF or t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE
-            or t == cnp.NPY_CFLOAT or t == cnp.NPY_CDOUBLE):
-        is_float = True
-    elif t == cnp.NPY_VOID:
-        if (d.flags & _NPY_ITEM_REFCOUNT) or not _void_bytewise(d):
-            return _all_equal_twin(buf, fill_value)
-    elif not (t == cnp.NPY_BOOL or cnp.NPY_BYTE <= t <= cnp.NPY_ULONGLONG
-              or t == cnp.NPY_DATETIME or t == cnp.NPY_TIMEDELTA):
+    keep = make_fill_spec(&spec, <cnp.ndarray> buf, fill_value)
+    if keep is False:
+        return False
+    if keep is None:
         return _all_equal_twin(buf, fill_value)
-
-    if (isinstance(fill_value, (bytes, bytearray))
-            and not PyObject_TypeCheck(fill_value, &PyGenericArrType_Type)):
-        raw = bytes(fill_value)
-        if len(raw) != isz:
-            raise ValueError(
-                f"is_fill: fill_value has {len(raw)} bytes, the dtype {d} has itemsize {isz}")
-        is_float = False
-    else:
-        raw = _fill_raw_for_check(b, d, fill_value, local)
-        if raw is None:
-            return _all_equal_twin(buf, fill_value)
-        if is_float:
-            # zarr: `np.asarray(other).dtype.kind == "f" and other == 0.0` -> compare bits.
-            # The fill's kind here; "== 0.0" below, from the bits (a float fill converted
-            # exactly to this float/complex dtype is +-0 in every part iff it was zero).
-            if isinstance(fill_value, float):
-                fill_kind_f = True
-            elif PyObject_TypeCheck(fill_value, &PyGenericArrType_Type):
-                ft = (<cnp.dtype> cnp.PyArray_DescrFromScalar(fill_value)).type_num
-                fill_kind_f = (ft == NPY_HALF or ft == cnp.NPY_FLOAT or ft == cnp.NPY_DOUBLE
-                               or ft == cnp.NPY_LONGDOUBLE)
-
-    cdef const char *pat
-    if raw is True:
-        pat = <const char *> &local[0]
-    else:
-        pat = <const char *> (<bytes> raw)
-    spec.mode = MODE_BYTES
-    spec.itemsize = isz
-    spec.pat = pat
-    spec.pw = 0
-    spec.nparts = 1
-    spec.swap = False
-    spec.fbits[0] = spec.fbits[1] = 0
-    spec.mask[0] = spec.mask[1] = 0
-    if is_float:
-        spec.nparts = 2 if (t == cnp.NPY_CFLOAT or t == cnp.NPY_CDOUBLE) else 1
-        spec.pw = <int>(isz // spec.nparts)
-        spec.swap = not cnp.PyArray_ISNBO(d.byteorder)
-        sign = (<uint64_t> 1) << (8 * spec.pw - 1)
-        zero_rule = fill_kind_f
-        for j in range(spec.nparts):
-            if (_part_bits(pat + j * spec.pw, spec.pw, spec.swap) & ~sign) != 0:
-                zero_rule = False
-        for j in range(spec.nparts):
-            bits = _part_bits(pat + j * spec.pw, spec.pw, spec.swap)
-            if _is_nan_part(bits, spec.pw):
-                any_nan = True
-            spec.fbits[j] = _swap_bits(bits, spec.pw, spec.swap)
-            if (bits & ~sign) == 0 and not zero_rule:
-                # a zero part matches +0.0 and -0.0: ignore the sign bit
-                spec.mask[j] = _swap_bits(~sign & (sign | (sign - 1)), spec.pw, spec.swap)
-                all_exact = False
-            else:
-                spec.mask[j] = _swap_bits(sign | (sign - 1), spec.pw, spec.swap)
-        if any_nan:
-            spec.mode = MODE_NAN
-        elif not all_exact:
-            spec.mode = MODE_MASKED
+    cdef cnp.ndarray b = <cnp.ndarray> buf
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(b)
     cdef zk_view v
     _view_of(&v, b)
     cdef int rc
