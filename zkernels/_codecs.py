@@ -33,6 +33,7 @@ from zarr.core.dtype.common import HasEndianness
 
 from zkernels._crc32c import crc32c
 from zkernels._decode import can_decode
+from zkernels._encode import can_encode, can_test_fill
 from zkernels.errors import ChecksumError, CorruptChunkError
 
 try:  # reusable decompression contexts; numcodecs makes a new one per call
@@ -258,6 +259,7 @@ class BoundChain:
         # The chunk decode kernel (zkernels._decode) runs the whole chain in C: a bytes codec
         # followed by crc32c and at most one of zstd/blosc (crc32c outermost), nothing else.
         self.kernel_steps = self._kernel_steps(bb)
+        self.encode_steps, self.zstd_params = self._encode_steps(bb)
         # the fill value as the kernels write it: one element's bytes in the native dtype
         self.fill_bytes = np.asarray(self.fill_value, dtype=self.native_dtype).tobytes()
 
@@ -267,6 +269,21 @@ class BoundChain:
         names = {ZstdCodec: "zstd", BloscCodec: "blosc", Crc32cCodec: "crc32c"}
         steps = tuple(names.get(type(c), "?") for c in reversed(bb))  # decode order
         return steps if can_decode(steps) else None
+
+    def _encode_steps(self, bb: tuple[Codec, ...]) -> tuple[tuple[str, ...] | None, tuple]:
+        """The chain for the chunk encode kernel (zkernels._encode): a bytes codec, then
+        optionally zstd, then crc32c; and zstd's (level, checksum)."""
+        if self.transposes or self.v2 or self.swap_unit is None:
+            return None, ()
+        names = {ZstdCodec: "zstd", Crc32cCodec: "crc32c"}
+        steps = tuple(names.get(type(c), "?") for c in bb)
+        if not can_encode(steps):
+            return None, ()
+        if not self.write_empty_chunks and not can_test_fill(self.stored_dtype, self.fill_value):
+            return None, ()
+        zstd = [c for c in bb if type(c) is ZstdCodec]
+        params = (int(zstd[0].level), bool(zstd[0].checksum)) if zstd else (0, False)
+        return steps, params
 
     def _swap_unit(self) -> int | None:
         """Byte-swap unit from stored to native order; None if not a plain byte swap."""

@@ -43,12 +43,11 @@ cdef extern from "zk_codecs.h" nogil:
     int zk_blosc_ready()
     void *zk_zstd_dctx(int *owned)
 
-import ctypes
-import ctypes.util
 import operator
 
 import numpy as np
 
+from zkernels import _libs
 from zkernels.errors import ChecksumError, CorruptChunkError, ShardIndexError
 
 cnp.import_array()
@@ -248,7 +247,6 @@ cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
 # ------------------------------------------------------------------------------------------------
 # the libraries
 
-# Where each library's functions come from: the first candidate that exports all of them wins.
 _ZSTD_SYMBOLS = ("ZSTD_createDCtx", "ZSTD_freeDCtx", "ZSTD_decompressDCtx",
                  "ZSTD_getFrameContentSize", "ZSTD_isError", "ZSTD_getErrorName",
                  "ZSTD_versionNumber")
@@ -256,30 +254,14 @@ _BLOSC_SYMBOLS = ("blosc_decompress_ctx", "blosc_cbuffer_sizes")
 _LIBRARIES = {}
 
 
-def _candidates(module_name, system_name):
-    try:
-        module = __import__(module_name, fromlist=["_"])
-        yield f"{module_name} ({module.__file__})", module.__file__
-    except Exception:
-        pass
-    path = ctypes.util.find_library(system_name)
-    if path:
-        yield f"system lib{system_name} ({path})", path
-
-
 def _install(kind, module_name, system_name, symbols):
-    for label, path in _candidates(module_name, system_name):
-        try:
-            lib = ctypes.CDLL(path)
-            addrs = [ctypes.cast(getattr(lib, s), ctypes.c_void_p).value for s in symbols]
-        except (OSError, AttributeError):
-            continue
-        if not all(addrs):
-            continue
-        for sym, addr in zip(symbols, addrs):
-            zk_codecs_set(sym.encode(), <uintptr_t>addr)
-        _LIBRARIES[kind] = label
+    found = _libs.find(module_name, system_name, symbols)
+    if found is None:
         return
+    label, addrs = found
+    for sym, addr in addrs.items():
+        zk_codecs_set(sym.encode(), <uintptr_t>addr)
+    _LIBRARIES[kind] = label
 
 
 _install("zstd", "numcodecs.zstd", "zstd", _ZSTD_SYMBOLS)

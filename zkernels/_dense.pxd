@@ -41,3 +41,9 @@ cdef void copy_chunk_from(const DenseArgs *a, const Py_ssize_t *c, const uint8_t
 # TypeError). Returns the fill pattern object, which must stay alive while `a` is used.
 cdef object init_box_args(DenseArgs *a, object out, tuple chunk_shape, tuple region_start,
                           tuple cps, object fill_value, object swap_unit, object streaming)
+
+# Copy a box of `extent` elements from `src` to `dst` (strides in bytes, any sign), swapping
+# bytes per `a.swap_unit`; `src` NULL writes the fill value.
+cdef void copy_box(uint8_t *dst, const Py_ssize_t *dst_st, const uint8_t *src,
+                   const Py_ssize_t *src_st, const Py_ssize_t *extent, int ndim,
+                   const DenseArgs *a) noexcept nogil

@@ -79,4 +79,4 @@ def split(seq: list[T], parts: int) -> list[list[T]]:
         stop = start + size + (1 if i < extra else 0)
         out.append(seq[start:stop])
         start = stop
-    return [b for b in out if b]
+    return [b for b in out if len(b)]

@@ -43,6 +43,7 @@ from zkernels._codecs import BoundChain, ChunkChain, Unsupported
 from zkernels._coalesce import coalesce_ranges
 from zkernels._decode import decode_chunks
 from zkernels._dense import reconstruct_dense
+from zkernels._encode import concat_ranges, encode_chunks
 from zkernels._scatter import is_fill, scatter
 from zkernels._selection import is_basic, is_slices, iter_chunks, project
 from zkernels._shard_index import check_dense, encode_shard_index, parse_shard_index
@@ -307,31 +308,16 @@ class _ShardRead(_ShardJob):
         self.whole = len(coords) == self.n_chunks
 
     def _box(self, chunk_sel) -> tuple[np.ndarray, tuple[int, ...]] | None:
-        """The selection as a box (output view with every axis, its start in the shard), when it
-        is one: slices of step 1 and integers. Sets the touched chunk ranges."""
-        if len(chunk_sel) != len(self.shard_shape):
+        """The selection as a box (see ``_box_of``); sets the touched chunk ranges."""
+        box = _box_of(chunk_sel, self.shard_shape, self.target)
+        if box is None:
             return None
-        target, start, ext, lo, hi = self.target, [], [], [], []
-        for axis, s in enumerate(chunk_sel):
-            n, cs = self.shard_shape[axis], self.plan.chunk_shape[axis]
-            if isinstance(s, slice):
-                a, b, step = s.indices(n)
-                if step != 1:
-                    return None
-                b = max(a, b)
-            else:
-                a = int(s)
-                b = a + 1
-                target = np.expand_dims(target, axis)
-            start.append(a)
-            ext.append(b - a)
-            lo.append(a // cs)
-            hi.append(-(-b // cs) if b > a else a // cs)
-        if target.shape != tuple(ext):
-            return None
-        self.chunk_lo, self.chunk_hi = lo, hi
-        self.n_touched = prod(h - l for l, h in zip(lo, hi))
-        return target, tuple(start)
+        target, start, ext = box
+        cs = self.plan.chunk_shape
+        self.chunk_lo = [a // c for a, c in zip(start, cs)]
+        self.chunk_hi = [-(-(a + n) // c) if n else a // c for a, n, c in zip(start, ext, cs)]
+        self.n_touched = prod(h - l for l, h in zip(self.chunk_lo, self.chunk_hi))
+        return target, start
 
     # -- IO (sync and async variants share the CPU steps) ------------------------------------
 
@@ -540,6 +526,36 @@ class _ShardRead(_ShardJob):
         self.out[self.out_sel] = result
 
 
+def _box_of(chunk_sel, shard_shape: tuple[int, ...], arr: np.ndarray, scalar: bool = False):
+    """A selection of slices of step 1 and integers, as a box: (``arr`` viewed with every shard
+    axis, the box's start, its extent); None for any other selection. With ``scalar``, ``arr``
+    (a value written) is broadcast to the box."""
+    if len(chunk_sel) != len(shard_shape):
+        return None
+    start, ext, int_axes = [], [], []
+    for axis, s in enumerate(chunk_sel):
+        if isinstance(s, slice):
+            a, b, step = s.indices(shard_shape[axis])
+            if step != 1:
+                return None
+            b = max(a, b)
+        elif isinstance(s, (int, np.integer)) and not isinstance(s, bool):
+            a = int(s)
+            b = a + 1
+            int_axes.append(axis)
+        else:
+            return None
+        start.append(a)
+        ext.append(b - a)
+    if scalar:
+        return np.broadcast_to(arr, tuple(ext)), tuple(start), tuple(ext)
+    for axis in int_axes:
+        arr = np.expand_dims(arr, axis)
+    if arr.shape != tuple(ext):
+        return None
+    return arr, tuple(start), tuple(ext)
+
+
 def _zero_as_empty(index: np.ndarray) -> np.ndarray:
     """The index with zero-length entries marked empty (they read as the fill value)."""
     zero = (index[..., 1] == 0) & (index[..., 0] != _EMPTY)
@@ -575,6 +591,16 @@ class _ShardWrite(_ShardJob):
         self.setter = self.getter
         # zarr: a scalar value is passed as is, otherwise value[out_selection]
         self.value = value if value.ndim == 0 else value[out_sel]
+        self.existing: dict[tuple[int, ...], np.ndarray] = {}
+        self.encoded: dict[tuple[int, ...], np.ndarray | None] = {}
+        self.old_shard: np.ndarray | None = None
+        self.old_index: np.ndarray | None = None
+        # The chunk encode kernel takes writes of whole inner chunks (a box on the chunk grid).
+        self.kbox = self._kernel_box(chunk_sel)
+        if self.kbox is not None:
+            self.entries = []
+            self.need_existing = not self.touched.all()
+            return
         if is_basic(chunk_sel):
             entries = list(iter_chunks(project(chunk_sel, self.shard_shape, plan.chunk_shape)))
         else:
@@ -589,13 +615,54 @@ class _ShardWrite(_ShardJob):
         touched = {e[0] for e in self.entries}
         complete = all(e[3] for e in self.entries)
         self.need_existing = not (complete and len(touched) == self.n_chunks)
-        self.existing: dict[tuple[int, ...], np.ndarray] = {}
-        self.encoded: dict[tuple[int, ...], np.ndarray | None] = {}
+
+    def _kernel_box(self, chunk_sel):
+        bound = self.bound
+        if bound.encode_steps is None or self.value.dtype != bound.native_dtype:
+            return None
+        box = _box_of(chunk_sel, self.shard_shape, self.value, scalar=self.value.ndim == 0)
+        if box is None:
+            return None
+        arr, start, ext = box
+        cs = self.plan.chunk_shape
+        if any(a % c or n % c or n == 0 for a, n, c in zip(start, ext, cs)):
+            return None  # not on the chunk grid: partial chunks are merged in Python
+        axes = [np.arange(a // c, (a + n) // c) for a, n, c in zip(start, ext, cs)]
+        touched = np.zeros(self.n_chunks, dtype=bool)
+        touched[np.ravel_multi_index(np.ix_(*axes), self.cps).reshape(-1)] = True
+        self.touched = touched
+        order = _morton_linear(self.cps)
+        self.kchunks = order[touched[order]]  # in storage (morton) order
+        return arr, start
+
+    def encode_kernel(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Encode whole chunks (linear numbers, in layout order) with the chunk encode kernel."""
+        bound = self.bound
+        arr, start = self.kbox
+        level, checksum = bound.zstd_params
+        data, sizes = encode_chunks(
+            arr,
+            chunks,
+            steps=bound.encode_steps,
+            chunk_shape=self.plan.chunk_shape,
+            region_start=start,
+            chunks_per_shard=self.cps,
+            swap_unit=bound.swap_unit,
+            stored_dtype=bound.stored_dtype,
+            fill_value=bound.fill_value,
+            skip_fill=not bound.write_empty_chunks,
+            zstd_level=level,
+            zstd_checksum=checksum,
+        )
+        return chunks, data, sizes
 
     def set_existing(self, shard: np.ndarray | None) -> None:
         if shard is None:
             return
         index = self.plan.index_of_shard(shard, self.cps, self.opts.validate_checksums)
+        if self.kbox is not None:
+            self.old_shard, self.old_index = shard, index.reshape(-1, 2)
+            return
         flat = index.reshape(-1, 2)
         nonempty = np.flatnonzero(flat[:, 0] != _EMPTY)
         for lin in nonempty.tolist():
@@ -620,50 +687,89 @@ class _ShardWrite(_ShardJob):
                 raise _rekey(exc, self.key, coords) from exc
         return results
 
-    def assemble(self) -> np.ndarray | None:
-        """The new shard's bytes (chunks in morton order, then/after the index), or None."""
-        chunks: dict[tuple[int, ...], Any] = dict(self.existing)
-        for coords, data in self.encoded.items():
-            if data is None:
-                chunks.pop(coords, None)
-            else:
-                chunks[coords] = data
-        order = _morton_order(self.cps)
-        strides = _c_strides(self.cps)
-        index = np.full((self.n_chunks, 2), _EMPTY, dtype=np.uint64)
-        pieces = []
-        pos = 0
-        for row in order:
-            coords = tuple(int(x) for x in row)
-            data = chunks.get(coords)
-            if data is None or len(data) == 0:
-                continue
-            index[_linear(coords, strides)] = (pos, len(data))
-            pieces.append(data)
-            pos += len(data)
-        if not pieces:
+    def encode_here(self) -> list:
+        """Encode every touched chunk in this thread; returns what ``assemble`` takes."""
+        if self.kbox is not None:
+            return [self.encode_kernel(self.kchunks)]
+        self.encoded.update(self.encode_entries(self.entries))
+        return []
+
+    def assemble(self, kernel_results=()) -> np.ndarray | None:
+        """The new shard's bytes (chunks in morton order, then/after the index), or None.
+
+        Every chunk is a byte range of one of ``sources``: the old shard (kept chunks), the
+        kernel's buffers, or single chunks encoded in Python. ``src`` -1: no chunk.
+        """
+        n = self.n_chunks
+        src = np.full(n, -1, dtype=np.int32)
+        off = np.zeros(n, dtype=np.int64)
+        nb = np.zeros(n, dtype=np.int64)
+        sources: list[Any] = []
+        if self.kbox is not None:
+            if self.old_index is not None:
+                flat = self.old_index
+                keep = (flat[:, 0] != _EMPTY) & (flat[:, 1] != 0) & ~self.touched
+                sources.append(self.old_shard)
+                src[keep] = 0
+                off[keep] = flat[keep, 0].astype(np.int64)
+                nb[keep] = flat[keep, 1].astype(np.int64)
+            for chunks, data, sizes in kernel_results:
+                written = sizes >= 0
+                ends = np.cumsum(np.where(written, sizes, 0))
+                src[chunks] = -1
+                src[chunks[written]] = len(sources)
+                off[chunks[written]] = (ends - sizes)[written]
+                nb[chunks[written]] = sizes[written]
+                sources.append(data)
+        else:
+            chunks: dict[tuple[int, ...], Any] = dict(self.existing)
+            for coords, data in self.encoded.items():
+                if data is None:
+                    chunks.pop(coords, None)
+                else:
+                    chunks[coords] = data
+            for coords, data in chunks.items():
+                if data is None or len(data) == 0:
+                    continue
+                lin = _linear(coords, _c_strides(self.cps))
+                src[lin], nb[lin] = len(sources), len(data)
+                sources.append(data)
+        order = _morton_linear(self.cps)
+        order = order[src[order] >= 0]
+        if order.size == 0:
             return None
-        n_index = self.plan.index_nbytes(self.n_chunks)
-        if self.plan.index_at_start:
-            nonempty = index[:, 0] != _EMPTY
-            index[nonempty, 0] += np.uint64(n_index)
+        sizes = nb[order]
+        total = int(sizes.sum())
+        n_index = self.plan.index_nbytes(n)
+        base = n_index if self.plan.index_at_start else 0
+        index = np.full((n, 2), _EMPTY, dtype=np.uint64)
+        index[order, 0] = (np.cumsum(sizes) - sizes + base).astype(np.uint64)
+        index[order, 1] = sizes.astype(np.uint64)
+        out = np.empty(total + n_index, dtype=np.uint8)
+        concat_ranges(sources, src[order], off[order], sizes, out, base)
         index_bytes = encode_shard_index(
             index.reshape(*self.cps, 2),
             byteorder="little" if self.plan.index_little else "big",
             checksum=self.plan.index_checksum,
         )
-        out = np.empty(pos + n_index, dtype=np.uint8)
-        at = n_index if self.plan.index_at_start else 0
-        for p in pieces:
-            out[at : at + len(p)] = np.frombuffer(p, dtype=np.uint8) if not isinstance(
-                p, np.ndarray) else p
-            at += len(p)
-        idx = np.frombuffer(index_bytes, dtype=np.uint8)
-        if self.plan.index_at_start:
-            out[:n_index] = idx
-        else:
-            out[pos:] = idx
+        at = 0 if self.plan.index_at_start else total
+        out[at : at + n_index] = np.frombuffer(index_bytes, dtype=np.uint8)
         return out
+
+
+_MORTON: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _morton_linear(cps: tuple[int, ...]) -> np.ndarray:
+    """Linear (C-order) chunk numbers in zarr's storage (morton) order, cached per grid."""
+    order = _MORTON.get(cps)
+    if order is None:
+        coords = np.asarray(_morton_order(cps), dtype=np.intp).reshape(-1, len(cps))
+        order = np.ravel_multi_index(tuple(coords.T), cps) if len(cps) else np.zeros(1, np.intp)
+        order = np.asarray(order, dtype=np.intp)
+        if len(_MORTON) < 64:
+            _MORTON[cps] = order
+    return order
 
 
 def _merge(
@@ -907,15 +1013,23 @@ class KernelCodecPipeline(CodecPipeline):
                     else:
                         shard = await _get_async(sw.setter)
                     sw.set_existing(shard)
-                results = await _run_batches(
-                    sw.encode_entries, sw.entries, bound, opts, inline, len(writes)
-                )
-                for batch in results:
-                    sw.encoded.update(batch)
-                if sw.sync:
-                    await _in_pool(lambda: _set_sync(sw.setter, sw.assemble()), opts, inline)
+                kernel_results = []
+                if sw.kbox is not None:
+                    kernel_results = await _run_batches(
+                        sw.encode_kernel, sw.kchunks, bound, opts, inline, len(writes)
+                    )
                 else:
-                    await _set_async(sw.setter, sw.assemble())
+                    results = await _run_batches(
+                        sw.encode_entries, sw.entries, bound, opts, inline, len(writes)
+                    )
+                    for batch in results:
+                        sw.encoded.update(batch)
+                if sw.sync:
+                    await _in_pool(
+                        lambda: _set_sync(sw.setter, sw.assemble(kernel_results)), opts, inline
+                    )
+                else:
+                    await _set_async(sw.setter, sw.assemble(kernel_results))
             except ZKernelsError as exc:
                 raise exc.with_key(sw.key) from exc
 

@@ -1644,8 +1644,7 @@ def write_chunk(store: Any, path: str, coords: Any, data: Any, *, metadata: Any 
         sw = _ShardWrite(plan.shard_plan, item, value, bound, opts)
         if sw.need_existing:
             sw.set_existing(src.get(key))
-        sw.encoded.update(sw.encode_entries(sw.entries))
-        new = sw.assemble()
+        new = sw.assemble(sw.encode_here())
     except ZKernelsError as exc:
         err = type(exc)(f"array {src.name!r}, chunk {c}, key {key!r}: {exc}")
         err.key = key

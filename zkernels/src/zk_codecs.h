@@ -30,6 +30,13 @@ typedef struct {
     unsigned (*zstd_isError)(size_t code);
     const char *(*zstd_getErrorName)(size_t code);
     unsigned (*zstd_versionNumber)(void);
+    void *(*zstd_createCCtx)(void);
+    size_t (*zstd_freeCCtx)(void *cctx);
+    size_t (*zstd_CCtx_reset)(void *cctx, int reset);
+    size_t (*zstd_CCtx_setParameter)(void *cctx, int param, int value);
+    size_t (*zstd_compress2)(void *cctx, void *dst, size_t dst_cap, const void *src,
+                             size_t src_size);
+    size_t (*zstd_compressBound)(size_t src_size);
     /* c-blosc 1.x */
     int (*blosc_decompress_ctx)(const void *src, void *dest, size_t destsize, int nthreads);
     void (*blosc_cbuffer_sizes)(const void *cbuffer, size_t *nbytes, size_t *cbytes,
@@ -52,6 +59,12 @@ static int zk_codecs_set(const char *name, uintptr_t addr) {
     ZK_SET(zstd_isError, "ZSTD_isError")
     ZK_SET(zstd_getErrorName, "ZSTD_getErrorName")
     ZK_SET(zstd_versionNumber, "ZSTD_versionNumber")
+    ZK_SET(zstd_createCCtx, "ZSTD_createCCtx")
+    ZK_SET(zstd_freeCCtx, "ZSTD_freeCCtx")
+    ZK_SET(zstd_CCtx_reset, "ZSTD_CCtx_reset")
+    ZK_SET(zstd_CCtx_setParameter, "ZSTD_CCtx_setParameter")
+    ZK_SET(zstd_compress2, "ZSTD_compress2")
+    ZK_SET(zstd_compressBound, "ZSTD_compressBound")
     ZK_SET(blosc_decompress_ctx, "blosc_decompress_ctx")
     ZK_SET(blosc_cbuffer_sizes, "blosc_cbuffer_sizes")
 #undef ZK_SET
@@ -63,47 +76,63 @@ static int zk_zstd_ready(void) {
            zk_api.zstd_getFrameContentSize && zk_api.zstd_isError && zk_api.zstd_getErrorName;
 }
 
+static int zk_zstd_encode_ready(void) {
+    return zk_api.zstd_createCCtx && zk_api.zstd_freeCCtx && zk_api.zstd_CCtx_reset &&
+           zk_api.zstd_CCtx_setParameter && zk_api.zstd_compress2 && zk_api.zstd_compressBound &&
+           zk_api.zstd_isError && zk_api.zstd_getErrorName;
+}
+
 static int zk_blosc_ready(void) {
     return zk_api.blosc_decompress_ctx && zk_api.blosc_cbuffer_sizes;
 }
 
-/* One zstd decompression context per thread, made on first use and freed when the thread ends
+/* One zstd context of each kind per thread, made on first use and freed when the thread ends
  * (numcodecs makes and frees one per chunk: about 10 us, half the decode of an 8 KiB chunk).
- * ZSTD_decompressDCtx starts every frame afresh, so a context left by a failed decode is fine. */
+ * ZSTD_decompressDCtx starts every frame afresh, so a context left by a failed decode is fine;
+ * compression contexts are reset (session and parameters) by their user before each batch. */
 #ifndef _WIN32
-static pthread_key_t zk_dctx_key;
-static pthread_once_t zk_dctx_once = PTHREAD_ONCE_INIT;
-static int zk_dctx_key_ok = 0;
+static pthread_key_t zk_ctx_key[2];
+static pthread_once_t zk_ctx_once = PTHREAD_ONCE_INIT;
+static int zk_ctx_key_ok = 0;
 
-static void zk_dctx_destroy(void *dctx) {
-    if (dctx != NULL && zk_api.zstd_freeDCtx != NULL) zk_api.zstd_freeDCtx(dctx);
+static void zk_dctx_destroy(void *ctx) {
+    if (ctx != NULL && zk_api.zstd_freeDCtx != NULL) zk_api.zstd_freeDCtx(ctx);
 }
 
-static void zk_dctx_key_init(void) {
-    zk_dctx_key_ok = pthread_key_create(&zk_dctx_key, zk_dctx_destroy) == 0;
+static void zk_cctx_destroy(void *ctx) {
+    if (ctx != NULL && zk_api.zstd_freeCCtx != NULL) zk_api.zstd_freeCCtx(ctx);
+}
+
+static void zk_ctx_key_init(void) {
+    zk_ctx_key_ok = pthread_key_create(&zk_ctx_key[0], zk_dctx_destroy) == 0 &&
+                    pthread_key_create(&zk_ctx_key[1], zk_cctx_destroy) == 0;
 }
 #endif
 
-/* This thread's context; *owned = 1 when the caller must free it (no thread-local slot). */
-static void *zk_zstd_dctx(int *owned) {
-    void *dctx;
+/* This thread's context (which = 0: decompression, 1: compression); *owned = 1 when the caller
+ * must free it itself (no thread-local slot). */
+static void *zk_zstd_ctx(int which, int *owned) {
+    void *ctx;
 #ifndef _WIN32
-    pthread_once(&zk_dctx_once, zk_dctx_key_init);
-    if (zk_dctx_key_ok) {
-        dctx = pthread_getspecific(zk_dctx_key);
-        if (dctx == NULL) {
-            dctx = zk_api.zstd_createDCtx();
-            if (dctx != NULL && pthread_setspecific(zk_dctx_key, dctx) != 0) {
+    pthread_once(&zk_ctx_once, zk_ctx_key_init);
+    if (zk_ctx_key_ok) {
+        ctx = pthread_getspecific(zk_ctx_key[which]);
+        if (ctx == NULL) {
+            ctx = which ? zk_api.zstd_createCCtx() : zk_api.zstd_createDCtx();
+            if (ctx != NULL && pthread_setspecific(zk_ctx_key[which], ctx) != 0) {
                 *owned = 1;
-                return dctx;
+                return ctx;
             }
         }
         *owned = 0;
-        return dctx;
+        return ctx;
     }
 #endif
     *owned = 1;
-    return zk_api.zstd_createDCtx();
+    return which ? zk_api.zstd_createCCtx() : zk_api.zstd_createDCtx();
 }
+
+static void *zk_zstd_dctx(int *owned) { return zk_zstd_ctx(0, owned); }
+static void *zk_zstd_cctx(int *owned) { return zk_zstd_ctx(1, owned); }
 
 #endif /* ZK_CODECS_H */

@@ -1,0 +1,354 @@
+# Chunk encode kernel: cut whole inner chunks out of an input box, drop those equal to the fill
+# value (zarr's write_empty_chunks=False), compress the others and lay them out one after another
+# in a single buffer, in one call, without the GIL.
+#
+# Per chunk, in encode order: gather the chunk from the (strided) input into a C-order scratch
+# buffer, byte-swapped to the stored order (the dense kernel's box copy, see _dense.pxd); test it
+# against the fill value exactly as zarr does (the _scatter kernel's test, see _scatter.pxd);
+# compress with zstd (numcodecs' own libzstd, same parameters as numcodecs, through a context
+# reused per thread); append crc32c checksums. The pipeline then assembles the shard from these
+# buffers and the kept chunks of the old shard with `concat_ranges`.
+#
+# Layering (house style): `encode_box_c` is the nogil core (status code + error detail);
+# `encode_chunks` validates, runs it inside `with nogil:`, and turns a status into our error.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+cimport numpy as cnp
+
+from zkernels._common cimport zk_store_le32
+from zkernels._crc32c cimport zk_crc32c
+from zkernels._dense cimport MAXDIM, DenseArgs, copy_box, init_box_args
+from zkernels._scatter cimport is_fill_c, make_fill_spec, zk_fillspec
+
+cdef extern from "zk_codecs.h" nogil:
+    ctypedef struct zk_codec_api:
+        unsigned (*zstd_isError)(size_t code) noexcept nogil
+        const char *(*zstd_getErrorName)(size_t code) noexcept nogil
+        size_t (*zstd_freeCCtx)(void *cctx) noexcept nogil
+        size_t (*zstd_CCtx_reset)(void *cctx, int reset) noexcept nogil
+        size_t (*zstd_CCtx_setParameter)(void *cctx, int param, int value) noexcept nogil
+        size_t (*zstd_compress2)(void *cctx, void *dst, size_t dst_cap, const void *src,
+                                 size_t src_size) noexcept nogil
+        size_t (*zstd_compressBound)(size_t src_size) noexcept nogil
+    zk_codec_api zk_api
+    int zk_codecs_set(const char *name, uintptr_t addr)
+    int zk_zstd_encode_ready()
+    void *zk_zstd_cctx(int *owned)
+
+import operator
+
+import numpy as np
+
+from zkernels import _libs
+from zkernels.errors import CorruptChunkError
+
+cnp.import_array()
+
+__all__ = ["encode_chunks", "concat_ranges", "can_encode", "can_test_fill", "zstd_bound"]
+
+# zstd.h: ZSTD_reset_session_and_parameters, ZSTD_c_compressionLevel, ZSTD_c_checksumFlag
+cdef int ZSTD_RESET_ALL = 3
+cdef int ZSTD_C_LEVEL = 100
+cdef int ZSTD_C_CHECKSUM = 201
+
+cdef enum:
+    MAXSTEPS = 8
+
+cdef enum Step:
+    STEP_CRC32C = 1
+    STEP_ZSTD = 2
+
+cdef enum:
+    ENC_OK = 0
+    ENC_ZSTD = 1          # zstd error `code`
+    ENC_NOMEM = 2
+    ENC_FILL = 3          # the fill test failed (out of memory)
+
+_STEP_CODES = {"crc32c": STEP_CRC32C, "zstd": STEP_ZSTD}
+
+
+cdef struct EncodeArgs:
+    DenseArgs box                      # the input box: `out` is its first element (read only)
+    const int64_t *chunks              # linear (C-order) chunk numbers to encode, in this order
+    Py_ssize_t n_chunks
+    int steps[MAXSTEPS]                # encode order: at most one zstd, then crc32c
+    int n_steps
+    int level
+    int checksum
+    bint check_fill
+    zk_fillspec spec                   # the fill test, on the stored representation
+    uint8_t *dst
+    int64_t *sizes                     # OUT encoded size per chunk, -1: equal to the fill
+
+
+cdef struct EncodeError:
+    Py_ssize_t chunk
+    size_t code
+
+
+_ZSTD_SYMBOLS = ("ZSTD_createCCtx", "ZSTD_freeCCtx", "ZSTD_CCtx_reset", "ZSTD_CCtx_setParameter",
+                 "ZSTD_compress2", "ZSTD_compressBound", "ZSTD_isError", "ZSTD_getErrorName")
+# numcodecs' copy only: the stored bytes must be those numcodecs (hence zarr) writes
+_found = _libs.find("numcodecs.zstd", None, _ZSTD_SYMBOLS)
+if _found is not None:
+    for _sym, _addr in _found[1].items():
+        zk_codecs_set(_sym.encode(), <uintptr_t>_addr)
+
+
+cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
+    cdef const DenseArgs *a = &e.box
+    cdef Py_ssize_t c[MAXDIM]
+    cdef Py_ssize_t shape1[1]
+    cdef Py_ssize_t strides1[1]
+    cdef Py_ssize_t i, rem, k, src_off
+    cdef int nd = a.ndim, owned = 0, j, rc, status = ENC_OK
+    cdef size_t nbytes = <size_t>a.chunk_nbytes, n, r, cap = 0
+    cdef uint8_t *scratch
+    cdef uint8_t *p = e.dst
+    cdef void *cctx = NULL
+    cdef bint zstd = False
+    for j in range(e.n_steps):
+        if e.steps[j] == STEP_ZSTD:
+            zstd = True
+    scratch = <uint8_t *>malloc(nbytes if nbytes > 0 else 1)
+    if scratch == NULL:
+        return ENC_NOMEM
+    if zstd:
+        cctx = zk_zstd_cctx(&owned)
+        if cctx == NULL:
+            free(scratch)
+            return ENC_NOMEM
+        zk_api.zstd_CCtx_reset(cctx, ZSTD_RESET_ALL)
+        zk_api.zstd_CCtx_setParameter(cctx, ZSTD_C_LEVEL, e.level)
+        zk_api.zstd_CCtx_setParameter(cctx, ZSTD_C_CHECKSUM, e.checksum)
+        cap = zk_api.zstd_compressBound(nbytes)
+    for i in range(e.n_chunks):
+        err.chunk = i
+        rem = e.chunks[i]
+        src_off = 0
+        for k in range(nd - 1, -1, -1):
+            c[k] = rem % a.chunks_per_shard[k]
+            rem = rem // a.chunks_per_shard[k]
+            src_off += (c[k] * a.chunk_shape[k] - a.region_start[k]) * a.out_strides[k]
+        copy_box(scratch, a.chunk_strides, a.out + src_off, a.out_strides, a.chunk_shape, nd, a)
+        if e.check_fill:
+            shape1[0] = <Py_ssize_t>(nbytes // <size_t>a.itemsize)
+            strides1[0] = a.itemsize
+            rc = is_fill_c(<const char *>scratch, 1, shape1, strides1, &e.spec)
+            if rc < 0:
+                status = ENC_FILL
+                break
+            if rc == 1:
+                e.sizes[i] = -1
+                continue
+        n = nbytes
+        for j in range(e.n_steps):
+            if e.steps[j] == STEP_ZSTD:
+                r = zk_api.zstd_compress2(cctx, p, cap, scratch, nbytes)
+                if zk_api.zstd_isError(r):
+                    err.code = r
+                    status = ENC_ZSTD
+                    break
+                n = r
+            else:  # STEP_CRC32C, over what is there so far
+                if j == 0:
+                    memcpy(p, scratch, nbytes)
+                zk_store_le32(p + n, zk_crc32c(0, p, n))
+                n += 4
+        if status != ENC_OK:
+            break
+        if e.n_steps == 0:
+            memcpy(p, scratch, nbytes)
+        e.sizes[i] = <int64_t>n
+        p += n
+    free(scratch)
+    if owned:
+        zk_api.zstd_freeCCtx(cctx)
+    return status
+
+
+cdef list _step_codes(object steps):
+    codes = [_STEP_CODES[s] for s in steps]  # KeyError: unknown step
+    if len(codes) > MAXSTEPS:
+        raise ValueError(f"at most {MAXSTEPS} steps, got {len(codes)}")
+    for j, code in enumerate(codes):
+        if code == STEP_ZSTD:
+            if j != 0:
+                raise ValueError("zstd must come first (encode order), before any crc32c")
+            if not zk_zstd_encode_ready():
+                raise LookupError("numcodecs' libzstd not found")
+    return codes
+
+
+def can_encode(steps):
+    """True if `encode_chunks` runs this chain of steps (encode order) with the libraries found."""
+    try:
+        _step_codes(steps)
+    except (ValueError, LookupError):
+        return False
+    return True
+
+
+def can_test_fill(dtype, fill_value):
+    """True if the kernel decides "chunk equals the fill value" itself for this dtype and fill
+    (else zarr's numpy expression must, and the caller cannot use `skip_fill`)."""
+    cdef zk_fillspec spec
+    return make_fill_spec(&spec, np.empty(0, dtype=dtype), fill_value) is not None
+
+
+def zstd_bound(nbytes):
+    """ZSTD_compressBound: the most bytes zstd may produce for `nbytes` of input."""
+    if not zk_zstd_encode_ready():
+        raise LookupError("numcodecs' libzstd not found")
+    return zk_api.zstd_compressBound(<size_t>operator.index(nbytes))
+
+
+def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per_shard,
+                  swap_unit=0, stored_dtype=None, fill_value=None, skip_fill=False,
+                  zstd_level=0, zstd_checksum=False):
+    """Encode whole inner chunks of an input box into one buffer, one after another.
+
+    Parameters
+    ----------
+    value : numpy.ndarray
+        The input box, any strides, native byte order; ``value[0, ..., 0]`` lies at
+        `region_start` in the shard's element coordinates.
+    chunks : 1-d integer array
+        Linear (C-order) numbers of the chunks to encode, in the order to lay them out; each
+        must lie wholly inside the box.
+    steps : sequence of str
+        Encode order: optionally ``"zstd"`` first, then any number of ``"crc32c"``.
+    chunk_shape, region_start, chunks_per_shard : tuple of int
+        The chunk grid of the shard.
+    swap_unit : {0, 2, 4, 8}
+        Byte-swap unit from the native to the stored order (0: none).
+    stored_dtype : numpy.dtype, optional
+        The stored dtype (for the fill test); by default ``value.dtype``.
+    fill_value : scalar
+        The array's fill value; with `skip_fill`, chunks equal to it (as zarr decides) are not
+        encoded and get size -1.
+    zstd_level, zstd_checksum : int, bool
+        zstd parameters, as numcodecs' ``Zstd(level, checksum)``.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        uint8, the encoded chunks back to back (a view of a larger allocation).
+    sizes : numpy.ndarray
+        int64, the encoded size of each chunk, -1 where skipped.
+    """
+    cdef EncodeArgs e
+    cdef EncodeError err
+    cdef int k, status
+    codes = _step_codes(steps)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"value must be a numpy array, not {type(value).__name__}")
+    chunk_shape = tuple(operator.index(v) for v in chunk_shape)
+    region_start = tuple(operator.index(v) for v in region_start)
+    cps = tuple(operator.index(v) for v in chunks_per_shard)
+    # init_box_args wants a writable array; the kernel only reads `value` through it
+    box = value if value.flags.writeable else value.view()
+    if not box.flags.writeable:
+        try:
+            box.flags.writeable = True
+        except ValueError:
+            box = np.array(value)
+    keep = init_box_args(&e.box, box, chunk_shape, region_start, cps, None, swap_unit, False)
+    chunks = np.ascontiguousarray(chunks, dtype=np.int64)
+    if chunks.ndim != 1:
+        raise ValueError("chunks must be 1-d")
+    n = chunks.shape[0]
+    # every chunk wholly inside the box
+    if n:
+        coords = np.unravel_index(chunks, cps)
+        for k in range(e.box.ndim):
+            first = coords[k].min() * chunk_shape[k]
+            stop = (coords[k].max() + 1) * chunk_shape[k]
+            if first < region_start[k] or stop > region_start[k] + value.shape[k]:
+                raise ValueError(
+                    f"chunks must lie wholly inside the box: dimension {k} needs "
+                    f"[{first}, {stop}), the box covers [{region_start[k]}, "
+                    f"{region_start[k] + value.shape[k]})"
+                )
+    nbytes = e.box.chunk_nbytes
+    per = (zk_api.zstd_compressBound(nbytes) if STEP_ZSTD in codes else nbytes)
+    per += 4 * sum(1 for c in codes if c == STEP_CRC32C)
+    data = np.empty(max(1, n * per), dtype=np.uint8)
+    sizes = np.empty(n, dtype=np.int64)
+    e.chunks = <const int64_t *>cnp.PyArray_DATA(chunks)
+    e.n_chunks = n
+    e.n_steps = len(codes)
+    for k in range(e.n_steps):
+        e.steps[k] = codes[k]
+    e.level = zstd_level
+    e.checksum = 1 if zstd_checksum else 0
+    e.dst = <uint8_t *>cnp.PyArray_DATA(data)
+    e.sizes = <int64_t *>cnp.PyArray_DATA(sizes)
+    e.check_fill = False
+    spec_keep = None
+    if skip_fill:
+        sample = np.empty(0, dtype=value.dtype if stored_dtype is None else stored_dtype)
+        spec_keep = make_fill_spec(&e.spec, sample, fill_value)
+        if spec_keep is None:
+            raise ValueError(f"no kernel fill test for dtype {sample.dtype} and fill {fill_value!r}")
+        e.check_fill = spec_keep is not False
+    with nogil:
+        status = encode_box_c(&e, &err)
+    if status == ENC_OK:
+        total = int(sizes[sizes > 0].sum())
+        return data[:total], sizes
+    coords = tuple(int(c) for c in np.unravel_index(int(chunks[err.chunk]), cps))
+    if status == ENC_ZSTD:
+        name = zk_api.zstd_getErrorName(err.code).decode("utf-8", "replace")
+        raise CorruptChunkError(f"inner chunk {coords}: zstd compression failed: {name}")
+    raise MemoryError(f"encoding inner chunk {coords}: out of memory")
+
+
+def concat_ranges(sources, groups, offsets, nbytes, out, start=0):
+    """Copy byte ranges one after another into `out` from `start`; returns the end position.
+
+    Range ``i`` is ``sources[groups[i]][offsets[i] : offsets[i] + nbytes[i]]``; every range is
+    checked against its source and `out` before anything is copied.
+    """
+    cdef Py_ssize_t i, n, pos
+    cdef const uint8_t[::1] v
+    cdef uint8_t[::1] dst = out
+    groups = np.ascontiguousarray(groups, dtype=np.int32)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    nbytes = np.ascontiguousarray(nbytes, dtype=np.int64)
+    n = groups.shape[0]
+    if offsets.shape[0] != n or nbytes.shape[0] != n:
+        raise ValueError("groups, offsets and nbytes must have one entry per range")
+    views = [memoryview(s).cast("B") if not isinstance(s, np.ndarray) else s.reshape(-1).view(np.uint8)
+             for s in sources]
+    ns = len(views)
+    ptrs = np.empty(max(1, ns), dtype=np.uintp)
+    lens = np.empty(max(1, ns), dtype=np.int64)
+    cdef uintptr_t[::1] pv = ptrs
+    for i in range(ns):
+        v = views[i]
+        pv[i] = <uintptr_t>&v[0] if v.shape[0] > 0 else 0
+        lens[i] = v.shape[0]
+    if n:
+        if groups.min() < 0 or groups.max() >= ns:
+            raise ValueError("source number out of range")
+        if (offsets < 0).any() or (nbytes < 0).any() or (offsets + nbytes > lens[groups]).any():
+            raise CorruptChunkError("a byte range lies past the end of its source")
+    total = int(nbytes.sum()) if n else 0
+    pos = operator.index(start)
+    if pos < 0 or pos + total > dst.shape[0]:
+        raise ValueError(f"out has {dst.shape[0]} bytes, {pos + total} needed")
+    cdef const int32_t *g = <const int32_t *>cnp.PyArray_DATA(groups)
+    cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(offsets)
+    cdef const int64_t *m = <const int64_t *>cnp.PyArray_DATA(nbytes)
+    cdef const uintptr_t *src = <const uintptr_t *>cnp.PyArray_DATA(ptrs)
+    cdef uint8_t *d = &dst[0] if dst.shape[0] > 0 else NULL
+    with nogil:
+        for i in range(n):
+            if m[i] > 0:
+                memcpy(d + pos, <const uint8_t *>src[g[i]] + o[i], <size_t>m[i])
+                pos += m[i]
+    return pos
