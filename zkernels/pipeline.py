@@ -33,12 +33,12 @@ from zarr.codecs.crc32c_ import Crc32cCodec
 from zarr.codecs.sharding import ShardingCodec, ShardingCodecIndexLocation
 from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import NDBuffer, default_buffer_prototype
-from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.indexing import _morton_order, get_indexer, is_scalar
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
+from zkernels._compat import regular_grid
 from zkernels._codecs import BoundChain, ChunkChain, Unsupported
 from zkernels._coalesce import coalesce_ranges
 from zkernels._dense import reconstruct_dense
@@ -288,7 +288,7 @@ class _ShardRead(_ShardJob):
             indexer = get_indexer(
                 chunk_sel,
                 shape=self.shard_shape,
-                chunk_grid=RegularChunkGrid(chunk_shape=plan.chunk_shape),
+                chunk_grid=regular_grid(self.shard_shape, plan.chunk_shape),
             )
             self.indexer = indexer
             self.target = np.empty(indexer.shape, dtype=bound.native_dtype, order=spec.order)
@@ -482,7 +482,7 @@ class _ShardWrite(_ShardJob):
                 get_indexer(
                     chunk_sel,
                     shape=self.shard_shape,
-                    chunk_grid=RegularChunkGrid(chunk_shape=plan.chunk_shape),
+                    chunk_grid=regular_grid(self.shard_shape, plan.chunk_shape),
                 )
             )
         self.entries = [tuple(e) for e in entries]
