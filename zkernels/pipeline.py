@@ -38,7 +38,7 @@ from zarr.core.indexing import _morton_order, get_indexer, is_scalar
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
-from zkernels._compat import regular_grid
+from zkernels._compat import read_results, regular_grid
 from zkernels._codecs import BoundChain, ChunkChain, Unsupported
 from zkernels._coalesce import coalesce_ranges
 from zkernels._dense import reconstruct_dense
@@ -221,10 +221,10 @@ def _run_batches(fn: Any, units: list, bound: BoundChain, opts: Options, inline:
     return _executor.run_all(opts.threads, fn, _executor.split(units, parts), inline=inline)
 
 
-def _by_store(items: list) -> tuple[list, list]:
+def _by_store(items: list, getter: Any = lambda it: it[0]) -> tuple[list, list]:
     """Batch items whose store we reach synchronously, and the others."""
-    sync = [it for it in items if _is_sync(it[0])]
-    return sync, [it for it in items if not _is_sync(it[0])]
+    sync = [it for it in items if _is_sync(getter(it))]
+    return sync, [it for it in items if not _is_sync(getter(it))]
 
 
 async def _gather(coros: Iterable[Any]) -> None:
@@ -698,28 +698,31 @@ class KernelCodecPipeline(CodecPipeline):
             return str(exc), None
         return None, bound
 
-    async def _fall_back(self, reason: str, opts: Options, method: str, *args: Any) -> None:
+    async def _fall_back(self, reason: str, opts: Options, method: str, *args: Any) -> Any:
         if opts.strict:
             raise UnsupportedError(
                 f"zkernels does not accelerate this {method} ({reason}) and "
                 "codec_pipeline.zkernels.strict is set"
             )
-        await getattr(self._fallback, method)(*args)
+        return await getattr(self._fallback, method)(*args)
 
-    async def read(self, batch_info, out: NDBuffer, drop_axes: tuple[int, ...] = ()) -> None:
+    async def read(self, batch_info, out: NDBuffer, drop_axes: tuple[int, ...] = ()) -> Any:
+        """Read the batch into ``out``. Returns what zarr's own pipeline returns: None with
+        zarr 3.1; with zarr >= 3.2 one ``GetResult`` per item, ``"missing"`` where the chunk
+        (shard) is not in the store."""
         opts = options()
         items = list(batch_info)
         reason, bound = self._why_not(items, out, opts)
         if reason is not None:
             return await self._fall_back(reason, opts, "read", items, out, drop_axes)
         if not items:
-            return None
+            return read_results((), 0)
         out_arr = out.as_ndarray_like()
         if isinstance(self._plan, _ShardPlan):
-            await self._read_shards(items, out_arr, drop_axes, bound, opts)
+            missing = await self._read_shards(items, out_arr, drop_axes, bound, opts)
         else:
-            await self._read_chunks(items, out_arr, drop_axes, bound, opts)
-        return None
+            missing = await self._read_chunks(items, out_arr, drop_axes, bound, opts)
+        return read_results(missing, len(items))
 
     async def write(self, batch_info, value: NDBuffer, drop_axes: tuple[int, ...] = ()) -> None:
         opts = options()
@@ -738,7 +741,8 @@ class KernelCodecPipeline(CodecPipeline):
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> None:
+    async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
+        """Read each shard; return which were missing from the store."""
         inline = out_arr.nbytes <= opts.inline_bytes
         reads = [_ShardRead(self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
 
@@ -752,14 +756,21 @@ class KernelCodecPipeline(CodecPipeline):
             sr.finish()
 
         await _gather(one(sr) for sr in reads)
+        return [sr.missing for sr in reads]
 
-    async def _read_chunks(self, items, out_arr, drop_axes, bound, opts) -> None:
+    async def _read_chunks(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
+        """Read each chunk; return which were missing from the store (by item position)."""
         inline = len(items) * bound.nbytes <= opts.inline_bytes
         validate = opts.validate_checksums
+        missing = [False] * len(items)
 
         def decode_into(entry) -> None:
-            (getter, _spec, chunk_sel, out_sel, _), raw = entry
-            if raw is None or raw.size == 0 and bound.nbytes:
+            (i, (getter, _spec, chunk_sel, out_sel, _)), raw = entry
+            if raw is None:
+                missing[i] = True
+                _fill(out_arr, out_sel, bound.fill_value)
+                return
+            if raw.size == 0 and bound.nbytes:  # a 0-byte object: stored, so "present"
                 _fill(out_arr, out_sel, bound.fill_value)
                 return
             try:
@@ -769,10 +780,10 @@ class KernelCodecPipeline(CodecPipeline):
             _assign(out_arr, out_sel, chunk, chunk_sel, drop_axes)
 
         def fetch_decode(batch) -> None:
-            for item in batch:
-                decode_into((item, _get_sync(item[0])))
+            for entry in batch:
+                decode_into((entry, _get_sync(entry[1][0])))
 
-        sync_items, async_items = _by_store(items)
+        sync_items, async_items = _by_store(list(enumerate(items)), lambda e: e[1][0])
         tasks = []
         if sync_items:
             tasks.append(_run_batches(fetch_decode, sync_items, bound, opts, inline))
@@ -780,7 +791,8 @@ class KernelCodecPipeline(CodecPipeline):
 
             async def fetch_then_decode() -> None:
                 raws = await _bounded_gather(
-                    [_get_async(it[0]) for it in async_items], zarr.config.get("async.concurrency")
+                    [_get_async(e[1][0]) for e in async_items],
+                    zarr.config.get("async.concurrency"),
                 )
                 entries = list(zip(async_items, raws, strict=True))
 
@@ -792,6 +804,7 @@ class KernelCodecPipeline(CodecPipeline):
 
             tasks.append(fetch_then_decode())
         await _gather(tasks)
+        return missing
 
     # -- writes ----------------------------------------------------------------------------
 
