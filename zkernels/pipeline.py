@@ -720,8 +720,17 @@ class KernelCodecPipeline(CodecPipeline):
         out_arr = out.as_ndarray_like()
         if isinstance(self._plan, _ShardPlan):
             missing = await self._read_shards(items, out_arr, drop_axes, bound, opts)
-        else:
+        elif (groups := self._shape_groups(items, bound)) is None:
             missing = await self._read_chunks(items, out_arr, drop_axes, bound, opts)
+        else:
+            missing = [False] * len(items)
+
+            async def group_read(positions, group, group_bound) -> None:
+                got = await self._read_chunks(group, out_arr, drop_axes, group_bound, opts)
+                for i, m in zip(positions, got, strict=True):
+                    missing[i] = m
+
+            await _gather(group_read(*g) for g in groups)
         return read_results(missing, len(items))
 
     async def write(self, batch_info, value: NDBuffer, drop_axes: tuple[int, ...] = ()) -> None:
@@ -735,9 +744,27 @@ class KernelCodecPipeline(CodecPipeline):
         value_arr = value.as_ndarray_like()
         if isinstance(self._plan, _ShardPlan):
             await self._write_shards(items, value_arr, bound, opts)
-        else:
+        elif (groups := self._shape_groups(items, bound)) is None:
             await self._write_chunks(items, value_arr, drop_axes, bound, opts)
+        else:
+            await _gather(
+                self._write_chunks(group, value_arr, drop_axes, group_bound, opts)
+                for _positions, group, group_bound in groups
+            )
         return None
+
+    def _shape_groups(self, items: list, bound: BoundChain) -> list | None:
+        """None when every item's chunk has ``bound``'s shape (regular grids); else, for a
+        rectilinear grid (zarr >= 3.2), (positions, items, bound chain) per chunk shape."""
+        shape = bound.shape
+        if all(it[1].shape == shape for it in items):
+            return None
+        by_shape: dict[tuple[int, ...], tuple[list[int], list]] = {}
+        for i, it in enumerate(items):
+            positions, group = by_shape.setdefault(tuple(it[1].shape), ([], []))
+            positions.append(i)
+            group.append(it)
+        return [(pos, group, self._bind(group[0][1])) for pos, group in by_shape.values()]
 
     # -- reads -----------------------------------------------------------------------------
 
