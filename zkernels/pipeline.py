@@ -643,9 +643,14 @@ class KernelCodecPipeline(CodecPipeline):
         return cls(codecs=tuple(codecs))
 
     def evolve_from_array_spec(self, array_spec: ArraySpec) -> KernelCodecPipeline:
-        return type(self).from_codecs(
-            c.evolve_from_array_spec(array_spec=array_spec) for c in self.codecs
-        )
+        # as zarr >= 3.2.1: each codec against the spec the codecs before it produce (they may
+        # change the dtype: cast_value). zarr 3.1's own fails for a generator of codecs.
+        evolved, spec = [], array_spec
+        for c in self.codecs:
+            c = c.evolve_from_array_spec(array_spec=spec)
+            evolved.append(c)
+            spec = c.resolve_metadata(spec)
+        return type(self).from_codecs(evolved)
 
     def __iter__(self) -> Iterator[Codec]:
         return iter(self._fallback)
