@@ -33,12 +33,12 @@ from zarr.codecs.crc32c_ import Crc32cCodec
 from zarr.codecs.sharding import ShardingCodec, ShardingCodecIndexLocation
 from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import NDBuffer, default_buffer_prototype
-from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.indexing import _morton_order, get_indexer, is_scalar
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
+from zkernels._compat import read_results, regular_grid
 from zkernels._codecs import BoundChain, ChunkChain, Unsupported
 from zkernels._coalesce import coalesce_ranges
 from zkernels._decode import decode_chunks
@@ -223,10 +223,10 @@ def _run_batches(fn: Any, units: list, bound: BoundChain, opts: Options, inline:
     return _executor.run_all(opts.threads, fn, _executor.split(units, parts), inline=inline)
 
 
-def _by_store(items: list) -> tuple[list, list]:
+def _by_store(items: list, getter: Any = lambda it: it[0]) -> tuple[list, list]:
     """Batch items whose store we reach synchronously, and the others."""
-    sync = [it for it in items if _is_sync(it[0])]
-    return sync, [it for it in items if not _is_sync(it[0])]
+    sync = [it for it in items if _is_sync(getter(it))]
+    return sync, [it for it in items if not _is_sync(getter(it))]
 
 
 async def _gather(coros: Iterable[Any]) -> None:
@@ -299,7 +299,7 @@ class _ShardRead(_ShardJob):
             indexer = get_indexer(
                 chunk_sel,
                 shape=self.shard_shape,
-                chunk_grid=RegularChunkGrid(chunk_shape=plan.chunk_shape),
+                chunk_grid=regular_grid(self.shard_shape, plan.chunk_shape),
             )
             self.indexer = indexer
             self.target = np.empty(indexer.shape, dtype=bound.native_dtype, order=spec.order)
@@ -608,7 +608,7 @@ class _ShardWrite(_ShardJob):
                 get_indexer(
                     chunk_sel,
                     shape=self.shard_shape,
-                    chunk_grid=RegularChunkGrid(chunk_shape=plan.chunk_shape),
+                    chunk_grid=regular_grid(self.shard_shape, plan.chunk_shape),
                 )
             )
         self.entries = [tuple(e) for e in entries]
@@ -849,9 +849,14 @@ class KernelCodecPipeline(CodecPipeline):
         return cls(codecs=tuple(codecs))
 
     def evolve_from_array_spec(self, array_spec: ArraySpec) -> KernelCodecPipeline:
-        return type(self).from_codecs(
-            c.evolve_from_array_spec(array_spec=array_spec) for c in self.codecs
-        )
+        # as zarr >= 3.2.1: each codec against the spec the codecs before it produce (they may
+        # change the dtype: cast_value). zarr 3.1's own fails for a generator of codecs.
+        evolved, spec = [], array_spec
+        for c in self.codecs:
+            c = c.evolve_from_array_spec(array_spec=spec)
+            evolved.append(c)
+            spec = c.resolve_metadata(spec)
+        return type(self).from_codecs(evolved)
 
     def __iter__(self) -> Iterator[Codec]:
         return iter(self._fallback)
@@ -904,28 +909,40 @@ class KernelCodecPipeline(CodecPipeline):
             return str(exc), None
         return None, bound
 
-    async def _fall_back(self, reason: str, opts: Options, method: str, *args: Any) -> None:
+    async def _fall_back(self, reason: str, opts: Options, method: str, *args: Any) -> Any:
         if opts.strict:
             raise UnsupportedError(
                 f"zkernels does not accelerate this {method} ({reason}) and "
                 "codec_pipeline.zkernels.strict is set"
             )
-        await getattr(self._fallback, method)(*args)
+        return await getattr(self._fallback, method)(*args)
 
-    async def read(self, batch_info, out: NDBuffer, drop_axes: tuple[int, ...] = ()) -> None:
+    async def read(self, batch_info, out: NDBuffer, drop_axes: tuple[int, ...] = ()) -> Any:
+        """Read the batch into ``out``. Returns what zarr's own pipeline returns: None with
+        zarr 3.1; with zarr >= 3.2 one ``GetResult`` per item, ``"missing"`` where the chunk
+        (shard) is not in the store."""
         opts = options()
         items = list(batch_info)
         reason, bound = self._why_not(items, out, opts)
         if reason is not None:
             return await self._fall_back(reason, opts, "read", items, out, drop_axes)
         if not items:
-            return None
+            return read_results((), 0)
         out_arr = out.as_ndarray_like()
         if isinstance(self._plan, _ShardPlan):
-            await self._read_shards(items, out_arr, drop_axes, bound, opts)
+            missing = await self._read_shards(items, out_arr, drop_axes, bound, opts)
+        elif (groups := self._shape_groups(items, bound)) is None:
+            missing = await self._read_chunks(items, out_arr, drop_axes, bound, opts)
         else:
-            await self._read_chunks(items, out_arr, drop_axes, bound, opts)
-        return None
+            missing = [False] * len(items)
+
+            async def group_read(positions, group, group_bound) -> None:
+                got = await self._read_chunks(group, out_arr, drop_axes, group_bound, opts)
+                for i, m in zip(positions, got, strict=True):
+                    missing[i] = m
+
+            await _gather(group_read(*g) for g in groups)
+        return read_results(missing, len(items))
 
     async def write(self, batch_info, value: NDBuffer, drop_axes: tuple[int, ...] = ()) -> None:
         opts = options()
@@ -938,13 +955,32 @@ class KernelCodecPipeline(CodecPipeline):
         value_arr = value.as_ndarray_like()
         if isinstance(self._plan, _ShardPlan):
             await self._write_shards(items, value_arr, bound, opts)
-        else:
+        elif (groups := self._shape_groups(items, bound)) is None:
             await self._write_chunks(items, value_arr, drop_axes, bound, opts)
+        else:
+            await _gather(
+                self._write_chunks(group, value_arr, drop_axes, group_bound, opts)
+                for _positions, group, group_bound in groups
+            )
         return None
+
+    def _shape_groups(self, items: list, bound: BoundChain) -> list | None:
+        """None when every item's chunk has ``bound``'s shape (regular grids); else, for a
+        rectilinear grid (zarr >= 3.2), (positions, items, bound chain) per chunk shape."""
+        shape = bound.shape
+        if all(it[1].shape == shape for it in items):
+            return None
+        by_shape: dict[tuple[int, ...], tuple[list[int], list]] = {}
+        for i, it in enumerate(items):
+            positions, group = by_shape.setdefault(tuple(it[1].shape), ([], []))
+            positions.append(i)
+            group.append(it)
+        return [(pos, group, self._bind(group[0][1])) for pos, group in by_shape.values()]
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> None:
+    async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
+        """Read each shard; return which were missing from the store."""
         inline = out_arr.nbytes <= opts.inline_bytes
         reads = [_ShardRead(self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
 
@@ -958,14 +994,21 @@ class KernelCodecPipeline(CodecPipeline):
             sr.finish()
 
         await _gather(one(sr) for sr in reads)
+        return [sr.missing for sr in reads]
 
-    async def _read_chunks(self, items, out_arr, drop_axes, bound, opts) -> None:
+    async def _read_chunks(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
+        """Read each chunk; return which were missing from the store (by item position)."""
         inline = len(items) * bound.nbytes <= opts.inline_bytes
         validate = opts.validate_checksums
+        missing = [False] * len(items)
 
         def decode_into(entry) -> None:
-            (getter, _spec, chunk_sel, out_sel, _), raw = entry
-            if raw is None or raw.size == 0 and bound.nbytes:
+            (i, (getter, _spec, chunk_sel, out_sel, _)), raw = entry
+            if raw is None:
+                missing[i] = True
+                _fill(out_arr, out_sel, bound.fill_value)
+                return
+            if raw.size == 0 and bound.nbytes:  # a 0-byte object: stored, so "present"
                 _fill(out_arr, out_sel, bound.fill_value)
                 return
             try:
@@ -975,10 +1018,10 @@ class KernelCodecPipeline(CodecPipeline):
             _assign(out_arr, out_sel, chunk, chunk_sel, drop_axes)
 
         def fetch_decode(batch) -> None:
-            for item in batch:
-                decode_into((item, _get_sync(item[0])))
+            for entry in batch:
+                decode_into((entry, _get_sync(entry[1][0])))
 
-        sync_items, async_items = _by_store(items)
+        sync_items, async_items = _by_store(list(enumerate(items)), lambda e: e[1][0])
         tasks = []
         if sync_items:
             tasks.append(_run_batches(fetch_decode, sync_items, bound, opts, inline))
@@ -986,7 +1029,8 @@ class KernelCodecPipeline(CodecPipeline):
 
             async def fetch_then_decode() -> None:
                 raws = await _bounded_gather(
-                    [_get_async(it[0]) for it in async_items], zarr.config.get("async.concurrency")
+                    [_get_async(e[1][0]) for e in async_items],
+                    zarr.config.get("async.concurrency"),
                 )
                 entries = list(zip(async_items, raws, strict=True))
 
@@ -998,6 +1042,7 @@ class KernelCodecPipeline(CodecPipeline):
 
             tasks.append(fetch_then_decode())
         await _gather(tasks)
+        return missing
 
     # -- writes ----------------------------------------------------------------------------
 

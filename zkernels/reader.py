@@ -58,6 +58,7 @@ from zarr.errors import ArrayNotFoundError
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
+from zkernels._compat import chunk_spec
 from zkernels._coalesce import coalesce_ranges
 from zkernels._codecs import BoundChain, Unsupported
 from zkernels._scatter import scatter
@@ -224,18 +225,20 @@ class _ArrayPlan:
         self.max_gap = opts.coalesce_max_gap_bytes
         self.max_coalesced = opts.coalesce_max_bytes
         try:
-            self.storage_shape = tuple(int(c) for c in metadata.chunk_grid.chunk_shape)
+            # v2: the chunks are the stored objects (zarr 3.2 deprecates v2 metadata.chunk_grid)
+            grid = metadata.chunks if v2 else metadata.chunk_grid.chunk_shape
+            self.storage_shape = tuple(int(c) for c in grid)
             self.chunk_shape = tuple(int(c) for c in metadata.chunks)
             shards = metadata.shards
         except (
             AttributeError,
             NotImplementedError,
-        ) as exc:  # pragma: no cover - zarr >= 3.2
+        ) as exc:  # zarr >= 3.2: rectilinear chunk grids
             raise NotImplementedError(f"only regular chunk grids are supported: {exc}") from exc
         self.sharded = shards is not None
         self.grid_shape = tuple(map(_ceildiv, self.shape, self.chunk_shape))
         self.storage_grid_shape = tuple(map(_ceildiv, self.shape, self.storage_shape))
-        self.spec = metadata.get_chunk_spec((0,) * self.ndim, config, prototype=_PROTO)
+        self.spec = chunk_spec(metadata, self.storage_shape, config, _PROTO)
         codecs = (
             (V2Codec(filters=metadata.filters, compressor=metadata.compressor),)
             if v2
@@ -1638,7 +1641,7 @@ def write_chunk(store: Any, path: str, coords: Any, data: Any, *, metadata: Any 
         slice(r.start - lo, r.stop - lo) for r, lo in zip(region, shard_lo, strict=True)
     )
     out_sel = tuple(slice(0, n) for n in shape)
-    spec = plan.metadata.get_chunk_spec(shard, plan.config, prototype=_PROTO)
+    spec = chunk_spec(plan.metadata, plan.storage_shape, plan.config, _PROTO)
     item = (StorePath(src.store, key), spec, chunk_sel, out_sel, False)
     try:
         sw = _ShardWrite(plan.shard_plan, item, value, bound, opts)

@@ -30,8 +30,9 @@ SETTINGS = settings(
 
 
 def all_equal(arr, fill_value):
-    """zarr's own answer."""
-    return default_buffer_prototype().nd_buffer.from_ndarray_like(arr).all_equal(fill_value)
+    """zarr's own answer (numpy >= 2.5 warns on its NaN comparisons of complex values)."""
+    with np.errstate(invalid="ignore"):
+        return default_buffer_prototype().nd_buffer.from_ndarray_like(arr).all_equal(fill_value)
 
 
 def random_array(rng, shape, dtype, layout="C"):
@@ -611,7 +612,7 @@ SIGNED_ZERO_CASES = [
     ("?", [True, True], 1),
     ("?", [True, True], 2),
     (">u2", [3, 3], np.uint16(3)),
-    ("M8[s]", ["NaT", "NaT"], np.datetime64("NaT")),
+    ("M8[s]", ["NaT", "NaT"], np.datetime64("NaT", "s")),  # generic NaT: deprecated, numpy 2.5
     ("M8[s]", [1, 1], np.datetime64(1000, "ms")),
     ("M8[s]", [1, 1], np.datetime64(1500, "ms")),
     ("m8[ms]", [5, 5], np.timedelta64(5, "ms")),
