@@ -154,7 +154,7 @@ cdef int decode_one(const DecodeArgs *d, const uint8_t *p, uint64_t n, uint8_t *
                 err.got = -1
                 return DEC_BLOSC
             if nb != expected:
-                err.got = <long long>nb
+                err.got = <long long>zk_load_le32(p + 4)  # the header's nbytes, unsigned
                 return DEC_SIZE
             ret = zk_api.blosc_decompress_ctx(p, scratch, <size_t>expected, 1)
             if ret < 0 or <uint64_t>ret != expected:
@@ -289,7 +289,12 @@ def can_decode(steps):
 
 
 cdef list _step_codes(object steps):
-    codes = [_STEP_CODES[s] for s in steps]  # KeyError: unknown step
+    try:
+        codes = [_STEP_CODES[s] for s in steps]
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown step {exc.args[0]!r}, expected one of {sorted(_STEP_CODES)}"
+        ) from None
     if len(codes) > MAXSTEPS:
         raise ValueError(f"at most {MAXSTEPS} steps, got {len(codes)}")
     seen_compressor = False

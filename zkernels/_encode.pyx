@@ -171,7 +171,12 @@ cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
 
 
 cdef list _step_codes(object steps):
-    codes = [_STEP_CODES[s] for s in steps]  # KeyError: unknown step
+    try:
+        codes = [_STEP_CODES[s] for s in steps]
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown step {exc.args[0]!r}, expected one of {sorted(_STEP_CODES)}"
+        ) from None
     if len(codes) > MAXSTEPS:
         raise ValueError(f"at most {MAXSTEPS} steps, got {len(codes)}")
     for j, code in enumerate(codes):

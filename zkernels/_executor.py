@@ -57,7 +57,7 @@ async def run_all(
     task is left writing into an output the caller is about to discard.
     """
     items = list(items)
-    if inline or threads <= 1 or len(items) <= 1:
+    if inline or threads <= 1 or not items:
         return [fn(item) for item in items]
     loop = asyncio.get_running_loop()
     pool = get_pool(threads)

@@ -823,8 +823,6 @@ def test_corrupted_chunk(name, stored, steps, exc, msg):
     assert "inner chunk (1, 2)" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (message only): blosc_cbuffer_sizes sign-extends the "
-                   "32-bit header nbytes, so a header nbytes >= 2**31 is reported as negative")
 def test_blosc_nbytes_unsigned():
     blob = bytearray(_blosc(raw24()))
     blob[4:8] = (2**31 + 5).to_bytes(4, "little")
@@ -980,8 +978,6 @@ def test_argument_errors():
         decode_chunks(sources, locs, np.empty((8, 8), object), **kw)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an unknown step escapes as a bare KeyError('gzip'); "
-                   "should be ValueError naming the step (see the report's proposed patch)")
 def test_unknown_step_is_a_value_error():
     rng = np.random.default_rng(32)
     sources, locs, _ = make_shard(rng, (2, 2), (4, 4), 2, ())
