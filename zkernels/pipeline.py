@@ -19,6 +19,7 @@ Layout of the work, for a sharded array (one batch item per shard):
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from math import ceil, prod
@@ -38,17 +39,23 @@ from zarr.core.indexing import _morton_order, get_indexer, is_scalar
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
-from zkernels._compat import read_results, regular_grid
-from zkernels._codecs import BoundChain, ChunkChain, Unsupported
 from zkernels._coalesce import coalesce_ranges
+from zkernels._codecs import BoundChain, ChunkChain, Unsupported
+from zkernels._compat import read_results, regular_grid
 from zkernels._decode import decode_chunks
 from zkernels._dense import reconstruct_dense
 from zkernels._encode import concat_ranges, encode_chunks
+from zkernels._localio import read_file
 from zkernels._scatter import is_fill, scatter
 from zkernels._selection import is_basic, is_slices, iter_chunks, project
 from zkernels._shard_index import check_dense, encode_shard_index, parse_shard_index
 from zkernels.config import Options, options
-from zkernels.errors import CorruptChunkError, ShardIndexError, UnsupportedError, ZKernelsError
+from zkernels.errors import (
+    CorruptChunkError,
+    ShardIndexError,
+    UnsupportedError,
+    ZKernelsError,
+)
 
 __all__ = ["KernelCodecPipeline"]
 
@@ -150,7 +157,12 @@ def _is_sync(getter: Any) -> bool:
 
 
 def _get_sync(getter: StorePath, byte_range: Any = None) -> np.ndarray | None:
-    buf = getter.store.get_sync(getter.path, prototype=_PROTO, byte_range=byte_range)
+    store = getter.store
+    if type(store) is LocalStore:
+        # open + pread: a few system calls where the store's own path (pathlib, buffered IO)
+        # costs several times the read of a small chunk
+        return read_file(os.path.join(store.root, getter.path), byte_range)
+    buf = store.get_sync(getter.path, prototype=_PROTO, byte_range=byte_range)
     return None if buf is None else buf.as_numpy_array()
 
 
@@ -649,7 +661,7 @@ class _ShardWrite(_ShardJob):
             chunks_per_shard=self.cps,
             swap_unit=bound.swap_unit,
             stored_dtype=bound.stored_dtype,
-            fill_value=bound.fill_value,
+            fill_value=np.asarray(bound.fill_value, dtype=bound.native_dtype),  # as _is_empty_chunk
             skip_fill=not bound.write_empty_chunks,
             zstd_level=level,
             zstd_checksum=checksum,

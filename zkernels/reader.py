@@ -49,7 +49,7 @@ from typing import Any, Self
 
 import numpy as np
 import zarr
-from zarr.abc.store import OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.abc.store import RangeByteRequest, Store
 from zarr.core.array import AsyncArray, parse_array_metadata
 from zarr.core.array_spec import ArrayConfig, parse_array_config
 from zarr.core.buffer import default_buffer_prototype
@@ -58,9 +58,10 @@ from zarr.errors import ArrayNotFoundError
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
-from zkernels._compat import chunk_spec
 from zkernels._coalesce import coalesce_ranges
 from zkernels._codecs import BoundChain, Unsupported
+from zkernels._compat import chunk_spec
+from zkernels._localio import read_file
 from zkernels._scatter import scatter
 from zkernels.config import Options, options
 from zkernels.errors import CorruptChunkError, ZKernelsError
@@ -130,46 +131,6 @@ def _as_u8(buf: Any) -> np.ndarray | None:
 
 
 _HAS_PREAD = hasattr(os, "pread")
-
-
-def _read_file(path: str, byte_range: Any) -> np.ndarray | None:
-    """What ``LocalStore.get_sync`` returns for the file at ``path``, as a uint8 array, in a few
-    system calls (``open``, ``fstat``, ``pread``, ``close``) instead of pathlib and buffered IO:
-    the store's own path costs several times the read of a small chunk."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
-    try:
-        if byte_range is None:
-            start, n = 0, os.fstat(fd).st_size
-        elif type(byte_range) is RangeByteRequest:
-            start, n = byte_range.start, max(0, byte_range.end - byte_range.start)
-        elif type(byte_range) is SuffixByteRequest:
-            size = os.fstat(fd).st_size
-            n = min(byte_range.suffix, size)
-            start = size - n
-        elif type(byte_range) is OffsetByteRequest:
-            size = os.fstat(fd).st_size
-            start, n = byte_range.offset, max(0, size - byte_range.offset)
-        else:
-            raise TypeError(f"unexpected byte_range {byte_range!r}")
-        data = os.pread(fd, n, start)
-        if 0 < len(data) < n:  # a short read (rare): go on until the end of the file
-            parts = [data]
-            got = len(data)
-            while got < n:
-                more = os.pread(fd, n - got, start + got)
-                if not more:
-                    break
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
-    except IsADirectoryError:
-        return None
-    finally:
-        os.close(fd)
-    return np.frombuffer(data, dtype=np.uint8)
 
 
 def _io_loop() -> asyncio.AbstractEventLoop:
@@ -536,7 +497,7 @@ class _Source:
 
     def get_sync(self, key: str, byte_range: Any = None) -> np.ndarray | None:
         if self.root is not None and getattr(self.store, "_is_open", False):
-            return _read_file(f"{self.root}/{key}", byte_range)
+            return read_file(f"{self.root}/{key}", byte_range)
         return _as_u8(self.store.get_sync(key, prototype=_PROTO, byte_range=byte_range))
 
     async def get_async(self, key: str, byte_range: Any = None) -> np.ndarray | None:
