@@ -1013,6 +1013,13 @@ class KernelCodecPipeline(CodecPipeline):
         inline = len(items) * bound.nbytes <= opts.inline_bytes
         validate = opts.validate_checksums
         missing = [False] * len(items)
+        kernel = (
+            bound.kernel_steps is not None
+            and not drop_axes
+            and len(bound.shape) > 0
+            and out_arr.dtype == bound.native_dtype
+        )
+        one_chunk = (1,) * len(bound.shape) + (2,)
 
         def decode_into(entry) -> None:
             (i, (getter, _spec, chunk_sel, out_sel, _)), raw = entry
@@ -1023,6 +1030,24 @@ class KernelCodecPipeline(CodecPipeline):
             if raw.size == 0 and bound.nbytes:  # a 0-byte object: stored, so "present"
                 _fill(out_arr, out_sel, bound.fill_value)
                 return
+            if kernel and is_slices(out_sel):
+                box = _box_of(chunk_sel, bound.shape, out_arr[(*out_sel, Ellipsis)])
+                if box is not None:  # decode straight into the output, no temporary
+                    try:
+                        decode_chunks(
+                            [raw],
+                            np.array([0, raw.size], dtype=np.uint64).reshape(one_chunk),
+                            box[0],
+                            steps=bound.kernel_steps,
+                            chunk_shape=bound.shape,
+                            region_start=box[1],
+                            fill_value=bound.fill_bytes,
+                            swap_unit=bound.swap_unit,
+                            validate=validate,
+                        )
+                    except ZKernelsError as exc:
+                        raise _rekey(exc, _key(getter)) from exc
+                    return
             try:
                 chunk = bound.decode(raw, validate)
             except Exception as exc:

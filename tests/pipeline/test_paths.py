@@ -107,3 +107,51 @@ def test_partial_reads_coalesce(counters):
         np.testing.assert_array_equal(arr[3:20, 5:30], data[3:20, 5:30])
     assert counters["coalesce_ranges"].calls == 1
     assert counters["parse_shard_index"].calls == 1
+
+
+@pytest.fixture
+def write_counters(monkeypatch):
+    made = {}
+    for name in ("encode_chunks", "concat_ranges"):
+        c = _Counter(getattr(zp, name))
+        monkeypatch.setattr(zp, name, c)
+        made[name] = c
+    return made
+
+
+@pytest.mark.parametrize(
+    "selection, kernel",
+    [
+        (np.s_[:], True),  # whole shards
+        (np.s_[8:16, 40:48], True),  # one inner chunk: the others' bytes are kept
+        (np.s_[8:16, 0:64], True),  # a row of inner chunks across two shards
+        (np.s_[3:20, 5:30], False),  # partial inner chunks: merged in Python
+        (np.s_[::2, :], False),  # steps
+    ],
+)
+def test_writes_of_whole_inner_chunks_go_through_the_encode_kernel(write_counters, selection, kernel):
+    store, data = _array([ZstdCodec(), Crc32cCodec()])
+    for c in write_counters.values():
+        c.calls = 0  # count only the write below
+    expected = data.copy()
+    rng = np.random.default_rng(0)
+    value = rng.integers(0, 1000, size=expected[selection].shape).astype("uint16")
+    expected[selection] = value
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r+")
+        arr[selection] = value
+        np.testing.assert_array_equal(arr[:], expected)
+    assert (write_counters["encode_chunks"].calls > 0) == kernel
+    assert write_counters["concat_ranges"].calls > 0  # every shard is assembled by the kernel
+
+
+def test_unsharded_reads_decode_straight_into_the_output(counters):
+    store = zarr.storage.MemoryStore()
+    data = np.arange(64 * 64, dtype="uint16").reshape(64, 64)
+    with zkernels.enabled():
+        arr = zarr.create_array(store, shape=(64, 64), chunks=(16, 16), dtype="uint16",
+                                compressors=[ZstdCodec()], fill_value=0)
+        arr[:] = data
+        np.testing.assert_array_equal(arr[5:50, 3:60], data[5:50, 3:60])
+    assert counters["decode_chunks"].calls == 16  # one per chunk, no temporary
+    assert counters["scatter"].calls == 0
