@@ -12,7 +12,9 @@ import importlib
 __version__ = "0.1.0"
 
 # The compiled kernel modules, by name; `python -m zkernels info` lists them.
-KERNEL_MODULES = ("_crc32c", "_shard_index", "_dense", "_coalesce", "_scatter")
+KERNEL_MODULES = (
+    "_crc32c", "_shard_index", "_dense", "_decode", "_encode", "_coalesce", "_scatter"
+)
 
 # Public kernel functions and the compiled module that defines each. Imported lazily so that
 # `import zkernels` stays cheap and a missing build is reported by name.
@@ -24,6 +26,9 @@ _KERNELS = {
     "shard_index_nbytes": "_shard_index",
     "check_dense": "_shard_index",
     "reconstruct_dense": "_dense",
+    "decode_chunks": "_decode",
+    "encode_chunks": "_encode",
+    "concat_ranges": "_encode",
     "coalesce_ranges": "_coalesce",
     "CoalescedRanges": "_coalesce",
     "copy_region": "_scatter",

@@ -37,6 +37,15 @@ def _info(args: argparse.Namespace) -> int:
         print(f"crc32c   {crc32c_implementation()}")
     except ImportError:
         print("crc32c   unavailable")
+    try:
+        from zkernels._decode import codec_libraries
+
+        libs = codec_libraries()
+        for kind in ("zstd", "blosc"):
+            where = libs.get(kind, "not found: chunks decoded in Python through numcodecs")
+            print(f"{kind:<8} {where}")
+    except ImportError:
+        print("codecs   unavailable")
     return 0 if ok else 1
 
 
