@@ -15,6 +15,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 cimport numpy as cnp
 
@@ -296,6 +297,9 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
     spec_keep = None
     if skip_fill:
         sample = np.empty(0, dtype=value.dtype if stored_dtype is None else stored_dtype)
+        if sample.dtype.itemsize != value.itemsize:  # the fill test reads stored-dtype items
+            raise ValueError(f"stored_dtype {sample.dtype} and value.dtype {value.dtype} differ in "
+                             f"itemsize")
         spec_keep = make_fill_spec(&e.spec, sample, fill_value)
         if spec_keep is None:
             raise ValueError(f"no kernel fill test for dtype {sample.dtype} and fill {fill_value!r}")
@@ -340,9 +344,12 @@ def concat_ranges(sources, groups, offsets, nbytes, out, start=0):
     if n:
         if groups.min() < 0 or groups.max() >= ns:
             raise ValueError("source number out of range")
-        if (offsets < 0).any() or (nbytes < 0).any() or (offsets + nbytes > lens[groups]).any():
+        # nbytes > lens - offsets, not offsets + nbytes > lens: the sum may wrap around int64
+        if (offsets < 0).any() or (nbytes < 0).any() or (nbytes > lens[groups] - offsets).any():
             raise CorruptChunkError("a byte range lies past the end of its source")
     total = int(nbytes.sum()) if n else 0
+    if n and int(nbytes.max()) > PY_SSIZE_T_MAX // n:  # the int64 sum may have wrapped
+        total = sum(nbytes.tolist())
     pos = operator.index(start)
     if pos < 0 or pos + total > dst.shape[0]:
         raise ValueError(f"out has {dst.shape[0]} bytes, {pos + total} needed")
