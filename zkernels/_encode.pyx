@@ -268,7 +268,10 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
         raise ValueError("chunks must be 1-d")
     n = chunks.shape[0]
     # every chunk wholly inside the box
-    if n:
+    if n and e.box.ndim == 0:  # np.unravel_index refuses the shape ()
+        if (chunks != 0).any():
+            raise ValueError("a 0-d shard has one chunk, number 0")
+    elif n:
         coords = np.unravel_index(chunks, cps)
         for k in range(e.box.ndim):
             first = coords[k].min() * chunk_shape[k]
@@ -309,7 +312,7 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
     if status == ENC_OK:
         total = int(sizes[sizes > 0].sum())
         return data[:total], sizes
-    coords = tuple(int(c) for c in np.unravel_index(int(chunks[err.chunk]), cps))
+    coords = tuple(int(c) for c in np.unravel_index(int(chunks[err.chunk]), cps)) if cps else ()
     if status == ENC_ZSTD:
         name = zk_api.zstd_getErrorName(err.code).decode("utf-8", "replace")
         raise CorruptChunkError(f"inner chunk {coords}: zstd compression failed: {name}")
@@ -325,6 +328,9 @@ def concat_ranges(sources, groups, offsets, nbytes, out, start=0):
     cdef Py_ssize_t i, n, pos
     cdef const uint8_t[::1] v
     cdef uint8_t[::1] dst = out
+    groups = np.asarray(groups)
+    if groups.size and (groups.min() < 0 or groups.max() >= len(sources)):  # before the int32 cast
+        raise ValueError("source number out of range")
     groups = np.ascontiguousarray(groups, dtype=np.int32)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     nbytes = np.ascontiguousarray(nbytes, dtype=np.int64)

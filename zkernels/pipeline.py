@@ -776,8 +776,10 @@ def _morton_linear(cps: tuple[int, ...]) -> np.ndarray:
     """Linear (C-order) chunk numbers in zarr's storage (morton) order, cached per grid."""
     order = _MORTON.get(cps)
     if order is None:
+        if not cps:
+            return np.zeros(1, np.intp)  # a 0-d shard: one chunk
         coords = np.asarray(_morton_order(cps), dtype=np.intp).reshape(-1, len(cps))
-        order = np.ravel_multi_index(tuple(coords.T), cps) if len(cps) else np.zeros(1, np.intp)
+        order = np.ravel_multi_index(tuple(coords.T), cps)
         order = np.asarray(order, dtype=np.intp)
         if len(_MORTON) < 64:
             _MORTON[cps] = order

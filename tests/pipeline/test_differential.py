@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import zarr
@@ -14,6 +16,10 @@ from zarr.codecs import (
     TransposeCodec,
     ZstdCodec,
 )
+
+import zkernels
+
+from .conftest import DEFAULT
 
 DTYPES = [
     "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
@@ -291,3 +297,26 @@ def test_fallback_nested_sharding_and_vlen(twin, h):
     s.write(Ellipsis, np.array([f"x{i}" * i for i in range(10)]))
     s.check_stored()
     s.check_read(Ellipsis)
+
+
+@pytest.mark.parametrize("compressor", ["none", "zstd"])
+def test_zero_dimensional_sharded(compressor):
+    # zarr 3.1.6's default pipeline cannot write a 0-d sharded array (IndexError in its sharding
+    # codec) but reads one: write with ours, read with both.
+    store = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(store, shape=(), dtype="int32", fill_value=0, compressors=None,
+                                serializer=sharded((), compressors=COMPRESSORS[compressor]))
+        for value in (7, -3, 0):
+            arr[...] = value
+            assert arr[...] == value
+            with zarr.config.set({"codec_pipeline.path": DEFAULT}):
+                assert zarr.open_array(store, mode="r")[...] == value
+    assert "c" not in {k.split("/")[0] for k in _keys(store)}  # fill again: the shard is gone
+
+
+def _keys(store) -> list[str]:
+    async def collect():
+        return [k async for k in store.list()]
+
+    return asyncio.run(collect())
