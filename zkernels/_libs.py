@@ -19,9 +19,10 @@ __all__ = ["find"]
 def _candidates(module_name: str, system_name: str | None) -> Iterator[tuple[str, str]]:
     try:
         module = __import__(module_name, fromlist=["_"])
-        yield f"{module_name} ({module.__file__})", module.__file__
     except Exception:  # noqa: BLE001 - an absent or broken numcodecs build: try the next
-        pass
+        module = None
+    if module is not None and getattr(module, "__file__", None):
+        yield f"{module_name} ({module.__file__})", module.__file__
     if system_name is not None:
         path = ctypes.util.find_library(system_name)
         if path:
