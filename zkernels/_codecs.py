@@ -25,7 +25,6 @@ from zarr.codecs.crc32c_ import Crc32cCodec
 from zarr.codecs.transpose import TransposeCodec
 from zarr.codecs.zstd import ZstdCodec
 from zarr.core.array_spec import ArraySpec
-from zarr.core.buffer import default_buffer_prototype
 from zarr.core.buffer.cpu import as_numpy_array_wrapper
 from zarr.core.codec_pipeline import fill_value_or_default
 from zarr.core.dtype.common import HasEndianness
@@ -125,7 +124,7 @@ class _SyncCodecStep:
     def __init__(self, codec: BytesBytesCodec, spec: ArraySpec) -> None:
         self.codec = codec
         self.spec = spec
-        self.buffer = default_buffer_prototype().buffer
+        self.buffer = spec.prototype.buffer
 
     def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
         out = self.codec._decode_sync(self.buffer.from_array_like(buf), self.spec)
@@ -139,9 +138,9 @@ class _SyncCodecStep:
 class _NumcodecsStep:
     """A ``zarr.codecs.numcodecs`` wrapper: its numcodecs object, as zarr's wrapper calls it."""
 
-    def __init__(self, codec: Any) -> None:
+    def __init__(self, codec: Any, spec: ArraySpec) -> None:
         self.codec = codec
-        self.prototype = default_buffer_prototype()
+        self.prototype = spec.prototype
 
     def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
         out = as_numpy_array_wrapper(
@@ -156,15 +155,15 @@ class _NumcodecsStep:
         return _u8(out.as_numpy_array())
 
 
-def _bytes_step(codec: BytesBytesCodec, spec: ArraySpec) -> Any:
+def _bytes_step(codec: BytesBytesCodec, spec: ArraySpec | None) -> Any:
     if type(codec) is ZstdCodec:
         return _ZstdStep(codec)
     if type(codec) is Crc32cCodec:
         return _Crc32cStep(codec)
     if _NumcodecsBytesBytesCodec is not None and isinstance(codec, _NumcodecsBytesBytesCodec):
-        return _NumcodecsStep(codec)
+        return None if spec is None else _NumcodecsStep(codec, spec)
     if hasattr(codec, "_decode_sync") and hasattr(codec, "_encode_sync"):
-        return _SyncCodecStep(codec, spec)
+        return None if spec is None else _SyncCodecStep(codec, spec)
     raise Unsupported(f"bytes-to-bytes codec {type(codec).__name__} has no synchronous path")
 
 
@@ -201,7 +200,7 @@ class ChunkChain:
         if type(ab) is not BytesCodec and not (V2Codec is not None and type(ab) is V2Codec):
             raise Unsupported(f"array-to-bytes codec {type(ab).__name__}")
         for c in bb:
-            _bytes_step(c, None)  # type: ignore[arg-type]  # raises Unsupported
+            _bytes_step(c, None)  # raises Unsupported
         return cls(tuple(codecs))
 
     def bind(self, spec: ArraySpec) -> BoundChain:
