@@ -155,16 +155,45 @@ class _NumcodecsStep:
         return _u8(out.as_numpy_array())
 
 
+def _defined_by(cls: type, name: str) -> type:
+    return next(k for k in cls.__mro__ if name in vars(k))
+
+
+def _zarr_calls_sync(codec: BytesBytesCodec) -> bool:
+    """Whether zarr, running ``codec``, ends up in its ``_decode_sync`` / ``_encode_sync``: the
+    batch ``decode`` / ``encode`` are zarr's, and the async ``_decode_single`` /
+    ``_encode_single`` come from the class that defines the sync method or one above it (a
+    subclass overriding only the async method is run by zarr's pipeline, which calls it)."""
+    cls = type(codec)
+    for d in ("decode", "encode"):
+        if getattr(cls, d) is not getattr(BytesBytesCodec, d):
+            return False
+        single, sync = f"_{d}_single", f"_{d}_sync"
+        if getattr(cls, single) is not getattr(_defined_by(cls, sync), single):
+            return False
+    return True
+
+
 def _bytes_step(codec: BytesBytesCodec, spec: ArraySpec | None) -> Any:
     if type(codec) is ZstdCodec:
         return _ZstdStep(codec)
     if type(codec) is Crc32cCodec:
         return _Crc32cStep(codec)
+    name = type(codec).__name__
+    overridden = Unsupported(f"bytes-to-bytes codec {name} overrides its decode or encode")
     if _NumcodecsBytesBytesCodec is not None and isinstance(codec, _NumcodecsBytesBytesCodec):
+        base = _NumcodecsBytesBytesCodec
+        if any(
+            getattr(type(codec), m) is not getattr(base, m)
+            for m in ("decode", "encode", "_decode_single", "_encode_single")
+        ):
+            raise overridden
         return None if spec is None else _NumcodecsStep(codec, spec)
     if hasattr(codec, "_decode_sync") and hasattr(codec, "_encode_sync"):
+        if not _zarr_calls_sync(codec):
+            raise overridden
         return None if spec is None else _SyncCodecStep(codec, spec)
-    raise Unsupported(f"bytes-to-bytes codec {type(codec).__name__} has no synchronous path")
+    raise Unsupported(f"bytes-to-bytes codec {name} has no synchronous path")
 
 
 # ---------------------------------------------------------------------------------------------
