@@ -27,7 +27,6 @@ from zarr.codecs.crc32c_ import Crc32cCodec
 from zarr.codecs.transpose import TransposeCodec
 from zarr.codecs.zstd import ZstdCodec
 from zarr.core.array_spec import ArraySpec
-from zarr.core.buffer import default_buffer_prototype
 from zarr.core.buffer.cpu import as_numpy_array_wrapper
 from zarr.core.codec_pipeline import fill_value_or_default
 from zarr.core.dtype.common import HasEndianness
@@ -129,7 +128,7 @@ class _SyncCodecStep:
     def __init__(self, codec: BytesBytesCodec, spec: ArraySpec) -> None:
         self.codec = codec
         self.spec = spec
-        self.buffer = default_buffer_prototype().buffer
+        self.buffer = spec.prototype.buffer
 
     def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
         out = self.codec._decode_sync(self.buffer.from_array_like(buf), self.spec)
@@ -143,9 +142,9 @@ class _SyncCodecStep:
 class _NumcodecsStep:
     """A ``zarr.codecs.numcodecs`` wrapper: its numcodecs object, as zarr's wrapper calls it."""
 
-    def __init__(self, codec: Any) -> None:
+    def __init__(self, codec: Any, spec: ArraySpec) -> None:
         self.codec = codec
-        self.prototype = default_buffer_prototype()
+        self.prototype = spec.prototype
 
     def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
         out = as_numpy_array_wrapper(
@@ -160,16 +159,45 @@ class _NumcodecsStep:
         return _u8(out.as_numpy_array())
 
 
-def _bytes_step(codec: BytesBytesCodec, spec: ArraySpec) -> Any:
+def _defined_by(cls: type, name: str) -> type:
+    return next(k for k in cls.__mro__ if name in vars(k))
+
+
+def _zarr_calls_sync(codec: BytesBytesCodec) -> bool:
+    """Whether zarr, running ``codec``, ends up in its ``_decode_sync`` / ``_encode_sync``: the
+    batch ``decode`` / ``encode`` are zarr's, and the async ``_decode_single`` /
+    ``_encode_single`` come from the class that defines the sync method or one above it (a
+    subclass overriding only the async method is run by zarr's pipeline, which calls it)."""
+    cls = type(codec)
+    for d in ("decode", "encode"):
+        if getattr(cls, d) is not getattr(BytesBytesCodec, d):
+            return False
+        single, sync = f"_{d}_single", f"_{d}_sync"
+        if getattr(cls, single) is not getattr(_defined_by(cls, sync), single):
+            return False
+    return True
+
+
+def _bytes_step(codec: BytesBytesCodec, spec: ArraySpec | None) -> Any:
     if type(codec) is ZstdCodec:
         return _ZstdStep(codec)
     if type(codec) is Crc32cCodec:
         return _Crc32cStep(codec)
+    name = type(codec).__name__
+    overridden = Unsupported(f"bytes-to-bytes codec {name} overrides its decode or encode")
     if _NumcodecsBytesBytesCodec is not None and isinstance(codec, _NumcodecsBytesBytesCodec):
-        return _NumcodecsStep(codec)
+        base = _NumcodecsBytesBytesCodec
+        if any(
+            getattr(type(codec), m) is not getattr(base, m)
+            for m in ("decode", "encode", "_decode_single", "_encode_single")
+        ):
+            raise overridden
+        return None if spec is None else _NumcodecsStep(codec, spec)
     if hasattr(codec, "_decode_sync") and hasattr(codec, "_encode_sync"):
-        return _SyncCodecStep(codec, spec)
-    raise Unsupported(f"bytes-to-bytes codec {type(codec).__name__} has no synchronous path")
+        if not _zarr_calls_sync(codec):
+            raise overridden
+        return None if spec is None else _SyncCodecStep(codec, spec)
+    raise Unsupported(f"bytes-to-bytes codec {name} has no synchronous path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +233,7 @@ class ChunkChain:
         if type(ab) is not BytesCodec and not (V2Codec is not None and type(ab) is V2Codec):
             raise Unsupported(f"array-to-bytes codec {type(ab).__name__}")
         for c in bb:
-            _bytes_step(c, None)  # type: ignore[arg-type]  # raises Unsupported
+            _bytes_step(c, None)  # raises Unsupported
         return cls(tuple(codecs))
 
     def bind(self, spec: ArraySpec) -> BoundChain:

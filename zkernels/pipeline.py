@@ -33,7 +33,13 @@ from zarr.codecs.bytes import BytesCodec
 from zarr.codecs.crc32c_ import Crc32cCodec
 from zarr.codecs.sharding import ShardingCodec, ShardingCodecIndexLocation
 from zarr.core.array_spec import ArraySpec
-from zarr.core.buffer import NDBuffer, default_buffer_prototype
+from zarr.core.buffer import (
+    BufferPrototype,
+    NDBuffer,
+    default_buffer_prototype,
+    numpy_buffer_prototype,
+)
+from zarr.core.buffer.cpu import Buffer as _CPU_BUFFER
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.core.indexing import _morton_order, get_indexer, is_scalar
 from zarr.storage import LocalStore, MemoryStore, StorePath
@@ -61,7 +67,6 @@ __all__ = ["KernelCodecPipeline"]
 
 _SYNC_STORES = (LocalStore, MemoryStore)
 _EMPTY = np.uint64(2**64 - 1)
-_PROTO = default_buffer_prototype()
 _STREAMING_OUTPUT_BYTES = 1 << 25
 
 
@@ -156,33 +161,37 @@ def _is_sync(getter: Any) -> bool:
     return type(getter) is StorePath and type(getter.store) in _SYNC_STORES
 
 
-def _get_sync(getter: StorePath, byte_range: Any = None) -> np.ndarray | None:
+def _get_sync(
+    getter: StorePath, proto: BufferPrototype, byte_range: Any = None
+) -> np.ndarray | None:
     store = getter.store
-    if type(store) is LocalStore:
+    if type(store) is LocalStore and proto.buffer is _CPU_BUFFER:
         # open + pread: a few system calls where the store's own path (pathlib, buffered IO)
         # costs several times the read of a small chunk
         return read_file(os.path.join(store.root, getter.path), byte_range)
-    buf = store.get_sync(getter.path, prototype=_PROTO, byte_range=byte_range)
+    buf = store.get_sync(getter.path, prototype=proto, byte_range=byte_range)
     return None if buf is None else buf.as_numpy_array()
 
 
-async def _get_async(getter: Any, byte_range: Any = None) -> np.ndarray | None:
-    buf = await getter.get(prototype=_PROTO, byte_range=byte_range)
+async def _get_async(
+    getter: Any, proto: BufferPrototype, byte_range: Any = None
+) -> np.ndarray | None:
+    buf = await getter.get(prototype=proto, byte_range=byte_range)
     return None if buf is None else buf.as_numpy_array()
 
 
-def _set_sync(getter: StorePath, data: np.ndarray | None) -> None:
+def _set_sync(getter: StorePath, proto: BufferPrototype, data: np.ndarray | None) -> None:
     if data is None:
         getter.store.delete_sync(getter.path)
     else:
-        getter.store.set_sync(getter.path, _PROTO.buffer.from_array_like(data))
+        getter.store.set_sync(getter.path, proto.buffer.from_array_like(data))
 
 
-async def _set_async(getter: Any, data: np.ndarray | None) -> None:
+async def _set_async(getter: Any, proto: BufferPrototype, data: np.ndarray | None) -> None:
     if data is None:
         await getter.delete()
     else:
-        await getter.set(_PROTO.buffer.from_array_like(data))
+        await getter.set(proto.buffer.from_array_like(data))
 
 
 def _rekey(exc: Exception, key: str, coords: tuple[int, ...] | None = None) -> Exception:
@@ -281,6 +290,9 @@ class _ShardRead(_ShardJob):
     def __init__(self, plan: _ShardPlan, item, out, drop_axes, bound, opts) -> None:
         super().__init__(plan, item, bound, opts)
         _getter, spec, chunk_sel, out_sel, _ = item
+        # zarr's sharding codec: shard and inner chunks in the spec's prototype, index in numpy's
+        self.proto = spec.prototype
+        self.index_proto = numpy_buffer_prototype()
         self.out = out
         self.out_sel = out_sel
         self.drop_axes = drop_axes
@@ -438,25 +450,31 @@ class _ShardRead(_ShardJob):
     def prepare_sync(self) -> None:
         try:
             if self.whole:
-                self.set_whole(_get_sync(self.getter))
+                self.set_whole(_get_sync(self.getter, self.proto))
             else:
-                groups = self.ranges_after_index(_get_sync(self.getter, self.plan.index_range(self.n_chunks)))
+                groups = self.ranges_after_index(
+                    _get_sync(self.getter, self.index_proto, self.plan.index_range(self.n_chunks))
+                )
                 if groups:
-                    self.set_groups([_get_sync(self.getter, g) for g in groups])
+                    self.set_groups([_get_sync(self.getter, self.proto, g) for g in groups])
         except Exception as exc:
             raise _rekey(exc, self.key) from exc
 
     async def prepare_async(self, inline: bool) -> None:
         try:
             if self.whole:
-                shard = await _get_async(self.getter)
+                shard = await _get_async(self.getter, self.proto)
                 await _in_pool(lambda: self.set_whole(shard), self.opts, inline)
             else:
                 groups = self.ranges_after_index(
-                    await _get_async(self.getter, self.plan.index_range(self.n_chunks))
+                    await _get_async(
+                        self.getter, self.index_proto, self.plan.index_range(self.n_chunks)
+                    )
                 )
                 if groups:
-                    data = await asyncio.gather(*(_get_async(self.getter, g) for g in groups))
+                    data = await asyncio.gather(
+                        *(_get_async(self.getter, self.proto, g) for g in groups)
+                    )
                     self.set_groups(list(data))
         except Exception as exc:
             raise _rekey(exc, self.key) from exc
@@ -601,6 +619,8 @@ class _ShardWrite(_ShardJob):
         super().__init__(plan, item, bound, opts)
         _setter, _spec, chunk_sel, out_sel, _ = item
         self.setter = self.getter
+        # zarr's sharding codec reads and writes a shard it rewrites in the default prototype
+        self.proto = default_buffer_prototype()
         # zarr: a scalar value is passed as is, otherwise value[out_selection]
         self.value = value if value.ndim == 0 else value[out_sel]
         self.existing: dict[tuple[int, ...], np.ndarray] = {}
@@ -1058,7 +1078,7 @@ class KernelCodecPipeline(CodecPipeline):
 
         def fetch_decode(batch) -> None:
             for entry in batch:
-                decode_into((entry, _get_sync(entry[1][0])))
+                decode_into((entry, _get_sync(entry[1][0], entry[1][1].prototype)))
 
         sync_items, async_items = _by_store(list(enumerate(items)), lambda e: e[1][0])
         tasks = []
@@ -1068,7 +1088,7 @@ class KernelCodecPipeline(CodecPipeline):
 
             async def fetch_then_decode() -> None:
                 raws = await _bounded_gather(
-                    [_get_async(e[1][0]) for e in async_items],
+                    [_get_async(e[1][0], e[1][1].prototype) for e in async_items],
                     zarr.config.get("async.concurrency"),
                 )
                 entries = list(zip(async_items, raws, strict=True))
@@ -1093,9 +1113,11 @@ class KernelCodecPipeline(CodecPipeline):
             try:
                 if sw.need_existing:
                     if sw.sync:
-                        shard = await _in_pool(lambda: _get_sync(sw.setter), opts, inline)
+                        shard = await _in_pool(
+                            lambda: _get_sync(sw.setter, sw.proto), opts, inline
+                        )
                     else:
-                        shard = await _get_async(sw.setter)
+                        shard = await _get_async(sw.setter, sw.proto)
                     sw.set_existing(shard)
                 kernel_results = []
                 if sw.kbox is not None:
@@ -1110,10 +1132,12 @@ class KernelCodecPipeline(CodecPipeline):
                         sw.encoded.update(batch)
                 if sw.sync:
                     await _in_pool(
-                        lambda: _set_sync(sw.setter, sw.assemble(kernel_results)), opts, inline
+                        lambda: _set_sync(sw.setter, sw.proto, sw.assemble(kernel_results)),
+                        opts,
+                        inline,
                     )
                 else:
-                    await _set_async(sw.setter, sw.assemble(kernel_results))
+                    await _set_async(sw.setter, sw.proto, sw.assemble(kernel_results))
             except ZKernelsError as exc:
                 raise exc.with_key(sw.key) from exc
 
@@ -1137,8 +1161,9 @@ class KernelCodecPipeline(CodecPipeline):
 
         def sync_batch(batch) -> None:
             for item in batch:
-                existing = None if item[4] else _get_sync(item[0])
-                _set_sync(item[0], new_bytes(item, existing))
+                proto = item[1].prototype
+                existing = None if item[4] else _get_sync(item[0], proto)
+                _set_sync(item[0], proto, new_bytes(item, existing))
 
         sync_items, async_items = _by_store(items)
         tasks = []
@@ -1150,7 +1175,7 @@ class KernelCodecPipeline(CodecPipeline):
                 limit = zarr.config.get("async.concurrency")
 
                 async def existing_of(item):
-                    return None if item[4] else await _get_async(item[0])
+                    return None if item[4] else await _get_async(item[0], item[1].prototype)
 
                 existing = await _bounded_gather([existing_of(it) for it in async_items], limit)
                 pairs = list(zip(async_items, existing, strict=True))
@@ -1161,7 +1186,10 @@ class KernelCodecPipeline(CodecPipeline):
                 encoded = await _run_batches(run, pairs, bound, opts, inline)
                 flat = [e for b in encoded for e in b]
                 await _bounded_gather(
-                    [_set_async(it[0], data) for it, data in zip(async_items, flat, strict=True)],
+                    [
+                        _set_async(it[0], it[1].prototype, data)
+                        for it, data in zip(async_items, flat, strict=True)
+                    ],
                     limit,
                 )
 

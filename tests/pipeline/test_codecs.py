@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from zarr.codecs import Crc32cCodec, ZstdCodec
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.core.array_spec import ArrayConfig, ArraySpec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.dtype import UInt8
 
+import zkernels
 from zkernels import _codecs
 from zkernels.errors import ChecksumError, CorruptChunkError
 
@@ -55,3 +57,66 @@ def test_crc32c_step_matches_zarr():
         assert step.decode(bad, False).tobytes() == data  # validation off: data passes through
     with pytest.raises(CorruptChunkError):
         step.decode(np.zeros(3, dtype=np.uint8), True)
+
+
+class _BloscOverridingAsync(BloscCodec):
+    """A codec subclass whose async encode/decode (what zarr calls) differ from its sync ones."""
+
+    calls: list[str] = []
+
+    async def _encode_single(self, chunk_bytes, chunk_spec):
+        self.calls.append("encode")
+        return await super()._encode_single(chunk_bytes, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes, chunk_spec):
+        self.calls.append("decode")
+        return await super()._decode_single(chunk_bytes, chunk_spec)
+
+
+class _BloscOverridingSync(BloscCodec):
+    """A subclass overriding only the sync methods, which zarr's async ones call."""
+
+    calls: list[str] = []
+
+    def _encode_sync(self, chunk_bytes, chunk_spec):
+        self.calls.append("encode")
+        return super()._encode_sync(chunk_bytes, chunk_spec)
+
+
+@pytest.mark.parametrize("shards", [None, (10,)])
+def test_codec_subclass_overriding_async_methods_runs_in_zarr(shards):
+    # zarr's test_config.py::test_config_codec_implementation: a registered subclass of a known
+    # codec must have its own methods called; we cannot run what it overrides ourselves
+    _BloscOverridingAsync.calls = []
+    with zkernels.enabled(strict=False):
+        arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(20,), chunks=(5,),
+                                shards=shards, dtype="i4", compressors=[_BloscOverridingAsync()])
+        pipe = arr.async_array.codec_pipeline
+        assert not pipe.accelerated
+        assert "_BloscOverridingAsync overrides its decode or encode" in pipe.fallback_reason
+        arr[:] = np.arange(20)
+        assert arr[:].tolist() == list(range(20))
+    assert "encode" in _BloscOverridingAsync.calls and "decode" in _BloscOverridingAsync.calls
+
+
+def test_codec_subclass_overriding_sync_methods_stays_accelerated():
+    _BloscOverridingSync.calls = []
+    with zkernels.enabled(strict=True):
+        arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(20,), chunks=(5,), dtype="i4",
+                                compressors=[_BloscOverridingSync()])
+        assert arr.async_array.codec_pipeline.accelerated
+        arr[:] = np.arange(20)
+        assert arr[:].tolist() == list(range(20))
+    assert _BloscOverridingSync.calls == ["encode"] * 4
+
+
+def test_codec_subclass_overriding_one_direction_async():
+    class DecodeLogged(_BloscOverridingSync):  # sync encode overridden above, async decode here
+        async def _decode_single(self, chunk_bytes, chunk_spec):
+            return await super()._decode_single(chunk_bytes, chunk_spec)
+
+    pipe = zkernels.KernelCodecPipeline.from_codecs([BytesCodec(), DecodeLogged()])
+    assert not pipe.accelerated
+    assert "DecodeLogged overrides its decode or encode" in pipe.fallback_reason
+    pipe = zkernels.KernelCodecPipeline.from_codecs([BytesCodec(), _BloscOverridingSync()])
+    assert pipe.accelerated
