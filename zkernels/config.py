@@ -45,6 +45,9 @@ class Options:
     inline_bytes: int
 
 
+_CPUS = os.cpu_count() or 1
+
+
 def _as_bool(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
@@ -62,7 +65,7 @@ def options() -> Options:
             f"known: {sorted(DEFAULTS)}"
         )
     threads = merged["threads"]
-    threads = int(threads) if threads not in (None, "", "None") else (os.cpu_count() or 1)
+    threads = int(threads) if threads not in (None, "", "None") else _CPUS
     if threads < 1:
         raise ValueError(f"{PREFIX}.threads must be >= 1, got {threads}")
     gap = int(merged["coalesce_max_gap_bytes"])
