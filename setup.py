@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import Cython
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -55,10 +56,11 @@ extensions = [
     for name in modules
 ]
 
-# The generated C depends on the directives: regenerate it whenever the build mode changes, so a
-# release build never reuses C generated with bounds checks on (or the reverse).
+# The generated C depends on the directives, on Cython and on numpy's .pxd: regenerate it whenever
+# one changes, so a release build never reuses C generated with bounds checks on (or the reverse),
+# and venvs sharing this in-place build (other numpy) never compile C made for another numpy.
 MODE_STAMP = HERE / "build" / "zkernels-cython-mode"
-mode = f"debug={int(DEBUG)}"
+mode = f"debug={int(DEBUG)} cython={Cython.__version__} numpy={np.__version__}"
 force = not MODE_STAMP.exists() or MODE_STAMP.read_text() != mode
 
 ext_modules = cythonize(
