@@ -15,14 +15,15 @@
 # `decode_chunks` validates, runs it inside `with nogil:`, and turns a status into our error.
 
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cimport numpy as cnp
 
 from zkernels._common cimport zk_load_le32
 from zkernels._crc32c cimport zk_crc32c
-from zkernels._dense cimport MAXDIM, DenseArgs, copy_chunk_from, init_box_args
+from zkernels._dense cimport MAXDIM, DenseArgs, copy_box, copy_chunk_from, init_box_args
 
 cdef extern from "zk_codecs.h" nogil:
     ctypedef struct zk_codec_api:
@@ -96,7 +97,9 @@ cdef struct DecodeArgs:
     int n_steps
     bint validate                      # compare crc32c checksums (else only strip them)
     Py_ssize_t first                   # ordinals [first, last) of the box's chunks, C order
-    Py_ssize_t last
+    Py_ssize_t last                    # (list mode: of `chunk_list`)
+    const int64_t *chunk_list          # list mode: linear chunk numbers; chunk i goes whole to
+                                       # box.out + i * chunk_nbytes (C order); NULL: box mode
 
 
 cdef struct DecodeError:
@@ -171,6 +174,55 @@ cdef int decode_one(const DecodeArgs *d, const uint8_t *p, uint64_t n, uint8_t *
 
 # ------------------------------------------------------------------------------------------------
 # the core: chunks [first, last) of the box, in C order
+
+cdef int decode_list_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
+    """List mode: chunks chunk_list[first:last], each decoded whole into its own slot."""
+    cdef const DenseArgs *a = &d.box
+    cdef Py_ssize_t i, lin
+    cdef uint64_t off, nb
+    cdef int32_t g
+    cdef int k, status = DEC_OK, owned = 0
+    cdef const uint8_t *chunk
+    cdef uint8_t *slot
+    cdef void *dctx = NULL
+    for k in range(d.n_steps):
+        if d.steps[k] == STEP_ZSTD and dctx == NULL:
+            dctx = zk_zstd_dctx(&owned)
+            if dctx == NULL:
+                return DEC_NOMEM
+    for i in range(d.first, d.last):
+        lin = <Py_ssize_t>d.chunk_list[i]
+        slot = a.out + i * <Py_ssize_t>a.chunk_nbytes
+        off = d.locs[2 * lin]
+        nb = d.locs[2 * lin + 1]
+        err.chunk = lin
+        err.offset = off
+        err.nbytes = nb
+        if off == EMPTY and nb == EMPTY:
+            copy_box(slot, a.chunk_strides, NULL, a.chunk_strides, a.chunk_shape, a.ndim, a)
+            continue
+        g = d.groups[lin] if d.groups != NULL else 0
+        if off == EMPTY or nb == EMPTY:
+            status = DEC_HALF_EMPTY
+            break
+        if g < 0 or g >= d.n_srcs:
+            status = DEC_BAD_GROUP
+            break
+        if nb > EMPTY - off or off + nb > d.src_nbytes[g]:
+            status = DEC_PAST_END
+            break
+        # the slot is the decompressor's output: no copy after it
+        status = decode_one(d, d.srcs[g] + off, nb, slot, dctx, &chunk, err)
+        if status != DEC_OK:
+            break
+        if chunk != slot:
+            memcpy(slot, chunk, <size_t>a.chunk_nbytes)
+        if a.swap_unit != 0:  # in place: every unit is loaded before it is stored
+            copy_box(slot, a.chunk_strides, slot, a.chunk_strides, a.chunk_shape, a.ndim, a)
+    if owned:
+        zk_api.zstd_freeDCtx(dctx)
+    return status
+
 
 cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
     cdef const DenseArgs *a = &d.box
@@ -326,7 +378,7 @@ cdef const uint8_t[::1] _as_bytes(object buf):
 
 
 def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, groups=None,
-                  first=0, last=None, fill_value=None, swap_unit=0, validate=True):
+                  first=0, last=None, fill_value=None, swap_unit=0, validate=True, chunks=None):
     """Decode inner chunks and copy each one's part of a box into `out`.
 
     Parameters
@@ -357,6 +409,11 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
         Reverse the byte order of each unit of this size while copying (0: copy as is).
     validate : bool
         Compare crc32c checksums (else they are only stripped).
+    chunks : 1-d integer array, optional
+        List mode: decode these chunks (linear C-order numbers) whole, chunk ``chunks[i]`` into
+        ``out[i]``; `out` must be C-contiguous of shape ``(len(chunks), *chunk_shape)``,
+        `region_start` is ignored and `first`, `last` index `chunks`. Used for coordinate
+        selections, whose points are then gathered from `out`.
 
     Raises
     ------
@@ -384,8 +441,29 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
         )
     locs = np.ascontiguousarray(locs)
     cps = tuple(locs.shape)[:locs.ndim - 1]
-    keep = init_box_args(&d.box, out, chunk_shape, region_start, cps, fill_value, swap_unit,
-                         False)
+    d.chunk_list = NULL
+    if chunks is not None:
+        chunks = np.ascontiguousarray(chunks, dtype=np.int64)
+        n_list = chunks.shape[0] if chunks.ndim == 1 else -1
+        if not isinstance(out, np.ndarray) or out.shape != (n_list, *chunk_shape) \
+                or not out.flags.c_contiguous:
+            raise ValueError(
+                f"list mode: out must be C-contiguous of shape (len(chunks), *chunk_shape) = "
+                f"({n_list}, {chunk_shape}), got {getattr(out, 'shape', None)}"
+            )
+        n_all = 1
+        for k in range(len(cps)):
+            n_all *= cps[k]
+        if n_list and (chunks.min() < 0 or chunks.max() >= n_all):
+            raise ValueError(f"list mode: chunk numbers must lie in [0, {n_all})")
+        if n_list == 0:
+            return None
+        keep = init_box_args(&d.box, out[0], chunk_shape, (0,) * len(chunk_shape), cps,
+                             fill_value, swap_unit, False)
+        d.chunk_list = <const int64_t *>cnp.PyArray_DATA(chunks)
+    else:
+        keep = init_box_args(&d.box, out, chunk_shape, region_start, cps, fill_value, swap_unit,
+                             False)
     if groups is not None:
         groups = np.ascontiguousarray(groups, dtype=np.int32)
         if groups.shape != cps:
@@ -413,12 +491,15 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
     for k in range(d.n_steps):
         d.steps[k] = codes[k]
     d.validate = bool(validate)
-    for k in range(d.box.ndim):
-        if d.box.out_shape[k] == 0:
-            n_touched = 0
-            break
-        n_touched *= ((region_start[k] + d.box.out_shape[k] - 1) // chunk_shape[k] + 1
-                      - region_start[k] // chunk_shape[k])
+    if chunks is not None:
+        n_touched = chunks.shape[0]
+    else:
+        for k in range(d.box.ndim):
+            if d.box.out_shape[k] == 0:
+                n_touched = 0
+                break
+            n_touched *= ((region_start[k] + d.box.out_shape[k] - 1) // chunk_shape[k] + 1
+                          - region_start[k] // chunk_shape[k])
     first = operator.index(first)
     last = n_touched if last is None else operator.index(last)
     if not 0 <= first <= last <= n_touched:
@@ -427,7 +508,10 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
     d.last = last
 
     with nogil:
-        status = decode_box_c(&d, &err)
+        if d.chunk_list != NULL:
+            status = decode_list_c(&d, &err)
+        else:
+            status = decode_box_c(&d, &err)
     if status == DEC_OK:
         return None
     coords = tuple(int(c) for c in np.unravel_index(err.chunk, cps))

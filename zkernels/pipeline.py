@@ -306,6 +306,7 @@ class _ShardRead(_ShardJob):
             and out.dtype == bound.native_dtype
         )
         self.box: tuple[np.ndarray, tuple[int, ...]] | None = None
+        self.points = None
         if self.fast:
             self.target = out[(*out_sel, Ellipsis)]  # a view, even when 0-d
             self.chunk_sel = chunk_sel
@@ -315,6 +316,17 @@ class _ShardRead(_ShardJob):
             # the chunk decode kernel reads the touched chunks of the box itself: no per-chunk
             # entries in Python
             self.whole = self.n_touched == self.n_chunks
+            return
+        self.points = None if self.fast else self._points(chunk_sel, out_sel, out, drop_axes)
+        if self.points is not None:
+            # coordinate selection: the touched chunks decoded whole by the kernel (list mode),
+            # then every point gathered from them in one numpy step
+            self.n_touched = len(self.points[0])
+            self.whole = self.n_touched == self.n_chunks
+            self.scratch = np.empty(
+                (self.n_touched, *plan.chunk_shape), dtype=bound.native_dtype
+            )
+            self.target = self.scratch
             return
         if self.fast:
             dims = project(chunk_sel, self.shard_shape, plan.chunk_shape)
@@ -330,6 +342,38 @@ class _ShardRead(_ShardJob):
             self.entries = [(c, cs, os, comp) for c, cs, os, comp in indexer]
         coords = {e[0] for e in self.entries}
         self.whole = len(coords) == self.n_chunks
+
+    def _points(self, chunk_sel, out_sel, out, drop_axes):
+        """A coordinate selection (zarr's vindex: one 1-d integer array per axis, all of one
+        length, into a 1-d output) as (touched chunks, chunk slot and offset of each point)."""
+        bound, nd = self.bound, len(self.shard_shape)
+        if (
+            bound.kernel_steps is None
+            or drop_axes
+            or nd == 0
+            or out.ndim != 1
+            or out.dtype != bound.native_dtype
+            or not isinstance(chunk_sel, tuple)
+            or len(chunk_sel) != nd
+            or not isinstance(out_sel, np.ndarray)
+            or out_sel.ndim != 1
+            or out_sel.dtype.kind not in "iu"
+        ):
+            return None
+        n = out_sel.shape[0]
+        for a in chunk_sel:
+            if not (isinstance(a, np.ndarray) and a.shape == (n,) and a.dtype.kind in "iu"):
+                return None
+        if n == 0:
+            return None
+        c = np.stack(chunk_sel).astype(np.intp, copy=False)
+        if (c < 0).any() or (c >= np.array(self.shard_shape, dtype=np.intp)[:, None]).any():
+            return None  # zarr's indexer raises its own error
+        cs = np.array(self.plan.chunk_shape, dtype=np.intp)[:, None]
+        lin = np.ravel_multi_index(tuple(c // cs), self.cps)
+        within = np.ravel_multi_index(tuple(c % cs), self.plan.chunk_shape)
+        uniq, slot = np.unique(lin, return_inverse=True)
+        return uniq, slot.reshape(-1), within
 
     def _box(self, chunk_sel) -> tuple[np.ndarray, tuple[int, ...]] | None:
         """The selection as a box (see ``_box_of``); sets the touched chunk ranges."""
@@ -352,7 +396,7 @@ class _ShardRead(_ShardJob):
         index = self.plan.index_of_shard(shard, self.cps, self.opts.validate_checksums)
         if self._try_dense(shard, index):
             return
-        if self.box is not None:
+        if self.box is not None or self.points is not None:
             self.sources, self.locs, self.groups = [shard], _zero_as_empty(index), None
             self.units = range(self.n_touched)
             return
@@ -370,7 +414,7 @@ class _ShardRead(_ShardJob):
             self.missing = True
             return None
         index = self.plan.index_of_range(raw_index, self.cps, self.opts.validate_checksums)
-        if self.box is not None:
+        if self.box is not None or self.points is not None:
             return self._box_ranges(index)
         flat = index.reshape(-1, 2)
         strides = _c_strides(self.cps)
@@ -396,7 +440,9 @@ class _ShardRead(_ShardJob):
     def _box_ranges(self, index: np.ndarray):
         """Kernel mode: locate the touched non-empty chunks in coalesced reads (vectorised)."""
         flat = index.reshape(-1, 2)
-        if self.n_touched <= 64:  # small reads: plain Python beats numpy's per-call cost
+        if self.points is not None:
+            lin = self.points[0]
+        elif self.n_touched <= 64:  # small reads: plain Python beats numpy's per-call cost
             lin_list = [0]
             for lo, hi, n in zip(self.chunk_lo, self.chunk_hi, self.cps):
                 lin_list = [b * n + c for b in lin_list for c in range(lo, hi)]
@@ -428,7 +474,7 @@ class _ShardRead(_ShardJob):
 
     def set_groups(self, groups: list[np.ndarray | None]) -> None:
         plan = self._plan
-        if self.box is not None:
+        if self.box is not None or self.points is not None:
             for g, data in enumerate(groups):
                 start, stop = (int(v) for v in plan.groups[g])
                 if data is None or data.size < stop - start:
@@ -512,6 +558,26 @@ class _ShardRead(_ShardJob):
 
     def decode_units(self, units) -> None:
         bound, target, validate = self.bound, self.target, self.opts.validate_checksums
+        if self.points is not None:
+            try:
+                decode_chunks(
+                    self.sources,
+                    self.locs,
+                    self.scratch,
+                    groups=self.groups,
+                    steps=bound.kernel_steps,
+                    chunk_shape=self.plan.chunk_shape,
+                    region_start=(),
+                    first=units.start,
+                    last=units.stop,
+                    fill_value=bound.fill_bytes,
+                    swap_unit=bound.swap_unit,
+                    validate=validate,
+                    chunks=self.points[0],
+                )
+            except ZKernelsError as exc:
+                raise _rekey(exc, self.key) from exc
+            return
         if self.box is not None:
             box, region_start = self.box
             try:
@@ -547,6 +613,14 @@ class _ShardRead(_ShardJob):
 
     def finish(self) -> None:
         """Fill a missing shard, or move the general path's temporary into the output."""
+        if self.points is not None:
+            if self.missing:
+                self.out[self.out_sel] = self.bound.fill_value
+            else:
+                _uniq, slot, within = self.points
+                decoded = self.scratch.reshape(len(_uniq), -1)
+                self.out[self.out_sel] = decoded[slot, within]
+            return
         if self.fast:
             if self.missing:
                 _fill(self.target, Ellipsis, self.bound.fill_value)

@@ -155,3 +155,19 @@ def test_unsharded_reads_decode_straight_into_the_output(counters):
         np.testing.assert_array_equal(arr[5:50, 3:60], data[5:50, 3:60])
     assert counters["decode_chunks"].calls == 16  # one per chunk, no temporary
     assert counters["scatter"].calls == 0
+
+
+@pytest.mark.parametrize("codecs", [[ZstdCodec()], [], [BloscCodec(cname="lz4"), Crc32cCodec()]],
+                         ids=["zstd", "raw", "blosc+crc32c"])
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_points_decode_their_chunks_in_the_kernel(counters, codecs, endian):
+    store, data = _array(codecs, endian)
+    rng = np.random.default_rng(3)
+    rows, cols = rng.integers(0, 64, size=(2, 300))
+    counters["decode_chunks"].calls = 0
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r")
+        np.testing.assert_array_equal(arr.vindex[rows, cols], data[rows, cols])
+        np.testing.assert_array_equal(arr.vindex[rows[:5], cols[:5]], data[rows[:5], cols[:5]])
+    assert counters["decode_chunks"].calls >= 4  # list mode, at least one call per shard
+    assert counters["scatter"].calls == 0
