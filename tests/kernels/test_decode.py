@@ -1048,3 +1048,63 @@ def test_releases_gil():
     # released the main thread spins freely (hundreds of thousands of iterations); holding it, the
     # main thread would be blocked from the call's start to its end and count next to nothing.
     assert count > 10_000, count
+
+
+# ------------------------------------------------------------------------------------------------
+# list mode (coordinate selections): listed chunks decoded whole, one slot each
+
+
+@pytest.mark.parametrize("codec", ["raw", "zstd", "crc32c+zstd", "blosc-lz4-shuffle"])
+@pytest.mark.parametrize("swap", [False, True])
+def test_list_mode_vs_twin(codec, swap):
+    rng = np.random.default_rng(11)
+    dt = np.dtype("f8")
+    unit = 8 if swap else 0
+    steps, objs = chain(codec, dt.itemsize)
+    chunk_shape, cps = (4, 6), (3, 5)
+    sources, locs, groups = make_shard(rng, cps, chunk_shape, dt.itemsize, objs, empty_frac=0.3,
+                                       n_groups=2)
+    fill = np.float64(np.nan).tobytes()
+    full = twin(sources, locs, groups, objs, chunk_shape, dt, (0, 0), (12, 30), fill, unit)
+    chunks = np.array([7, 0, 14, 7, 3], dtype=np.int64)  # any order, repeats allowed
+    out = np.full((len(chunks), *chunk_shape), 99.0, dt)
+    decode_chunks(sources, locs, out, steps=steps, chunk_shape=chunk_shape, region_start=(),
+                  groups=groups, fill_value=fill, swap_unit=unit, chunks=chunks)
+    for i, lin in enumerate(chunks):
+        r, c = np.unravel_index(lin, cps)
+        want = full[r * 4 : r * 4 + 4, c * 6 : c * 6 + 6]
+        np.testing.assert_array_equal(out[i], want)  # NaN == NaN here: the fill of empty chunks
+
+
+def test_list_mode_partitions_write_only_their_slots():
+    rng = np.random.default_rng(12)
+    steps, objs = chain("zstd", 2)
+    sources, locs, groups = make_shard(rng, (4, 4), (3, 5), 2, objs)
+    chunks = np.arange(16)[::-1].copy()
+    whole = np.empty((16, 3, 5), "u2")
+    decode_chunks(sources, locs, whole, steps=steps, chunk_shape=(3, 5), region_start=(),
+                  chunks=chunks)
+    part = np.zeros_like(whole)
+    decode_chunks(sources, locs, part, steps=steps, chunk_shape=(3, 5), region_start=(),
+                  chunks=chunks, first=5, last=11)
+    np.testing.assert_array_equal(part[5:11], whole[5:11])
+    assert not part[:5].any() and not part[11:].any()
+
+
+def test_list_mode_errors():
+    rng = np.random.default_rng(13)
+    steps, objs = chain("zstd", 2)
+    sources, locs, groups = make_shard(rng, (2, 2), (3, 5), 2, objs)
+    kw = dict(steps=steps, chunk_shape=(3, 5), region_start=())
+    with pytest.raises(ValueError, match="chunk numbers"):
+        decode_chunks(sources, locs, np.empty((1, 3, 5), "u2"), chunks=[4], **kw)
+    with pytest.raises(ValueError, match="C-contiguous of shape"):
+        decode_chunks(sources, locs, np.empty((2, 3, 5), "u2"), chunks=[1], **kw)
+    with pytest.raises(ValueError, match="C-contiguous of shape"):
+        decode_chunks(sources, locs, np.empty((2, 5, 3), "u2").transpose(0, 2, 1), chunks=[0, 1],
+                      **kw)
+    bad = bytearray(sources[0])
+    off, nb = (int(v) for v in locs[1, 0])
+    bad[off + nb // 2] ^= 0xFF
+    with pytest.raises(ZKernelsError, match=r"inner chunk \(1, 0\)"):
+        decode_chunks([bytes(bad)], locs, np.empty((2, 3, 5), "u2"), chunks=[0, 2], **kw)
