@@ -72,6 +72,7 @@ cdef enum Step:
     STEP_BLOSC = 3
 
 cdef enum:
+    DEC_EMPTY = -1        # not an error: the chunk is empty (chunk_bytes)
     DEC_OK = 0
     DEC_HALF_EMPTY = 1
     DEC_PAST_END = 2
@@ -175,14 +176,37 @@ cdef int decode_one(const DecodeArgs *d, const uint8_t *p, uint64_t n, uint8_t *
 # ------------------------------------------------------------------------------------------------
 # the core: chunks [first, last) of the box, in C order
 
+cdef int chunk_bytes(const DecodeArgs *d, Py_ssize_t lin, const uint8_t **p, uint64_t *n,
+                     DecodeError *err) noexcept nogil:
+    """Where chunk `lin`'s stored bytes are, checked against its source; DEC_EMPTY when the
+    chunk is empty. (A chunk of 0 bytes in an empty source may have `*p` NULL: not empty.)"""
+    cdef uint64_t off = d.locs[2 * lin], nb = d.locs[2 * lin + 1]
+    cdef int32_t g
+    err.chunk = lin
+    err.offset = off
+    err.nbytes = nb
+    if off == EMPTY and nb == EMPTY:
+        return DEC_EMPTY
+    if off == EMPTY or nb == EMPTY:
+        return DEC_HALF_EMPTY
+    g = d.groups[lin] if d.groups != NULL else 0
+    if g < 0 or g >= d.n_srcs:
+        return DEC_BAD_GROUP
+    if nb > EMPTY - off or off + nb > d.src_nbytes[g]:
+        return DEC_PAST_END
+    p[0] = d.srcs[g] + off
+    n[0] = nb
+    return DEC_OK
+
+
 cdef int decode_list_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
     """List mode: chunks chunk_list[first:last], each decoded whole into its own slot."""
     cdef const DenseArgs *a = &d.box
     cdef Py_ssize_t i, lin
-    cdef uint64_t off, nb
-    cdef int32_t g
+    cdef uint64_t nb = 0
     cdef int k, status = DEC_OK, owned = 0
     cdef const uint8_t *chunk
+    cdef const uint8_t *src
     cdef uint8_t *slot
     cdef void *dctx = NULL
     for k in range(d.n_steps):
@@ -193,26 +217,15 @@ cdef int decode_list_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
     for i in range(d.first, d.last):
         lin = <Py_ssize_t>d.chunk_list[i]
         slot = a.out + i * <Py_ssize_t>a.chunk_nbytes
-        off = d.locs[2 * lin]
-        nb = d.locs[2 * lin + 1]
-        err.chunk = lin
-        err.offset = off
-        err.nbytes = nb
-        if off == EMPTY and nb == EMPTY:
+        status = chunk_bytes(d, lin, &src, &nb, err)
+        if status == DEC_EMPTY:
+            status = DEC_OK
             copy_box(slot, a.chunk_strides, NULL, a.chunk_strides, a.chunk_shape, a.ndim, a)
             continue
-        g = d.groups[lin] if d.groups != NULL else 0
-        if off == EMPTY or nb == EMPTY:
-            status = DEC_HALF_EMPTY
-            break
-        if g < 0 or g >= d.n_srcs:
-            status = DEC_BAD_GROUP
-            break
-        if nb > EMPTY - off or off + nb > d.src_nbytes[g]:
-            status = DEC_PAST_END
+        if status != DEC_OK:
             break
         # the slot is the decompressor's output: no copy after it
-        status = decode_one(d, d.srcs[g] + off, nb, slot, dctx, &chunk, err)
+        status = decode_one(d, src, nb, slot, dctx, &chunk, err)
         if status != DEC_OK:
             break
         if chunk != slot:
@@ -230,10 +243,10 @@ cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
     cdef Py_ssize_t cnt[MAXDIM]
     cdef Py_ssize_t c[MAXDIM]
     cdef Py_ssize_t ordinal, rem, lin
-    cdef uint64_t off, nb
-    cdef int32_t g
+    cdef uint64_t nb = 0
     cdef int k, nd = a.ndim, status = DEC_OK, owned = 0
     cdef const uint8_t *chunk
+    cdef const uint8_t *src
     cdef uint8_t *scratch = NULL
     cdef void *dctx = NULL
     if d.first >= d.last:
@@ -260,25 +273,14 @@ cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
         lin = 0
         for k in range(nd):
             lin = lin * a.chunks_per_shard[k] + c[k]
-        off = d.locs[2 * lin]
-        nb = d.locs[2 * lin + 1]
-        err.chunk = lin
-        err.offset = off
-        err.nbytes = nb
-        if off == EMPTY and nb == EMPTY:
+        status = chunk_bytes(d, lin, &src, &nb, err)
+        if status == DEC_EMPTY:
+            status = DEC_OK
             copy_chunk_from(a, c, NULL)
+        elif status != DEC_OK:
+            break
         else:
-            g = d.groups[lin] if d.groups != NULL else 0
-            if off == EMPTY or nb == EMPTY:
-                status = DEC_HALF_EMPTY
-                break
-            if g < 0 or g >= d.n_srcs:
-                status = DEC_BAD_GROUP
-                break
-            if nb > EMPTY - off or off + nb > d.src_nbytes[g]:
-                status = DEC_PAST_END
-                break
-            status = decode_one(d, d.srcs[g] + off, nb, scratch, dctx, &chunk, err)
+            status = decode_one(d, src, nb, scratch, dctx, &chunk, err)
             if status != DEC_OK:
                 break
             copy_chunk_from(a, c, chunk)

@@ -326,7 +326,6 @@ class _ShardRead(_ShardJob):
             self.scratch = np.empty(
                 (self.n_touched, *plan.chunk_shape), dtype=bound.native_dtype
             )
-            self.target = self.scratch
             return
         if self.fast:
             dims = project(chunk_sel, self.shard_shape, plan.chunk_shape)
@@ -557,34 +556,17 @@ class _ShardRead(_ShardJob):
         return True
 
     def decode_units(self, units) -> None:
-        bound, target, validate = self.bound, self.target, self.opts.validate_checksums
-        if self.points is not None:
+        bound, validate = self.bound, self.opts.validate_checksums
+        if self.points is not None or self.box is not None:
+            if self.points is not None:  # list mode: touched chunks whole into their slots
+                out, region_start, chunks = self.scratch, (), self.points[0]
+            else:
+                (out, region_start), chunks = self.box, None
             try:
                 decode_chunks(
                     self.sources,
                     self.locs,
-                    self.scratch,
-                    groups=self.groups,
-                    steps=bound.kernel_steps,
-                    chunk_shape=self.plan.chunk_shape,
-                    region_start=(),
-                    first=units.start,
-                    last=units.stop,
-                    fill_value=bound.fill_bytes,
-                    swap_unit=bound.swap_unit,
-                    validate=validate,
-                    chunks=self.points[0],
-                )
-            except ZKernelsError as exc:
-                raise _rekey(exc, self.key) from exc
-            return
-        if self.box is not None:
-            box, region_start = self.box
-            try:
-                decode_chunks(
-                    self.sources,
-                    self.locs,
-                    box,
+                    out,
                     groups=self.groups,
                     steps=bound.kernel_steps,
                     chunk_shape=self.plan.chunk_shape,
@@ -594,11 +576,12 @@ class _ShardRead(_ShardJob):
                     fill_value=bound.fill_bytes,
                     swap_unit=bound.swap_unit,
                     validate=validate,
+                    chunks=chunks,
                 )
             except ZKernelsError as exc:
                 raise _rekey(exc, self.key) from exc
             return
-        fill_value = bound.fill_value
+        target, fill_value = self.target, bound.fill_value
         for coords, raw, chunk_sel, out_sel in units:
             if raw is None:
                 _fill(target, out_sel, fill_value)
