@@ -5,6 +5,11 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import numpy.typing as npt
 
+class ChunkReadPlan(NamedTuple):
+    ranges: npt.NDArray[np.uint64]
+    locs: npt.NDArray[np.uint64]
+    groups: npt.NDArray[np.int32]
+
 class CoalescedRanges(NamedTuple):
     groups: npt.NDArray[np.uint64]
     request_group: npt.NDArray[np.intp]
@@ -17,3 +22,12 @@ def coalesce_ranges(
     max_gap_bytes: int,
     max_coalesced_bytes: int,
 ) -> CoalescedRanges: ...
+
+def plan_chunk_reads(
+    index: npt.NDArray[np.uint64],
+    *,
+    box: tuple[Sequence[int], Sequence[int]] | None = None,
+    chunks: Sequence[int] | npt.NDArray[np.integer] | None = None,
+    max_gap_bytes: int,
+    max_coalesced_bytes: int,
+) -> ChunkReadPlan: ...

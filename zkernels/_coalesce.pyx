@@ -6,8 +6,14 @@ trip each; ``coalesce_ranges`` groups nearby ranges into few larger reads, bound
 ``max_gap_bytes`` (bytes read for nothing between two ranges) and ``max_coalesced_bytes`` (the
 largest read it will plan, except for a single range that is larger on its own).
 
-Layering (house style): ``coalesce_ranges_c`` is the nogil core over caller-owned buffers and
-returns a status code; ``coalesce_ranges`` validates, releases the GIL and raises.
+``plan_chunk_reads`` makes the whole plan for the inner chunks of a shard that a read touches
+(a box on the chunk grid, or a list): it looks each chunk up in the parsed shard index, skips the
+empty ones, coalesces the rest and returns the tables the chunk decode kernel takes, in one call
+(a small read would otherwise spend more time in a dozen numpy calls than in its decode).
+
+Layering (house style): ``coalesce_ranges_c`` and ``plan_chunk_reads_c`` are the nogil cores over
+caller-owned buffers and return a status code; the ``def`` wrappers validate, release the GIL and
+raise.
 """
 
 import operator
@@ -16,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -32,6 +38,33 @@ cdef enum:
     ZK_ENEGATIVE_OFFSET = -2
     ZK_ENEGATIVE_LENGTH = -3
     ZK_EOVERFLOW = -4
+    ZK_EHALF_EMPTY = -5
+
+cdef enum:
+    MAXDIM = 32
+
+
+class ChunkReadPlan(NamedTuple):
+    """The reads planned by :func:`plan_chunk_reads` for some inner chunks of one shard.
+
+    Attributes
+    ----------
+    ranges : numpy.ndarray
+        uint64, shape ``(G, 2)``: the ``[start, stop)`` shard bytes of each read, sorted by start.
+    locs : numpy.ndarray
+        uint64, shape ``(*chunks_per_shard, 2)``: (offset in its read, nbytes) of each planned
+        chunk; ``(2**64-1, 2**64-1)`` for every other chunk (empty, zero-length or not asked).
+    groups : numpy.ndarray
+        int32, shape ``chunks_per_shard``: the read (row of ``ranges``) holding each planned
+        chunk; -1 for every other chunk.
+
+    ``locs`` and ``groups`` are the tables :func:`zkernels._decode.decode_chunks` takes, with the
+    reads' bytes as its sources.
+    """
+
+    ranges: np.ndarray
+    locs: np.ndarray
+    groups: np.ndarray
 
 
 class CoalescedRanges(NamedTuple):
@@ -455,3 +488,184 @@ def coalesce_ranges(offsets, lengths, *, max_gap_bytes, max_coalesced_bytes):
     if g != n:
         groups = groups[:g]
     return CoalescedRanges(groups, req_group, req_offset)
+
+
+# ------------------------------------------------------------------------------------------------
+# plan the reads of a shard's inner chunks
+
+
+cdef Py_ssize_t plan_chunk_reads_c(
+    const uint64_t *index,            # IN  (n_chunks, 2) parsed shard index, C order
+    const Py_ssize_t *cps,            # IN  (ndim,) chunks per shard
+    int ndim,                         # IN
+    const Py_ssize_t *lo,             # IN  box mode: first chunk coordinate per axis
+    const Py_ssize_t *hi,             # IN  box mode: one past the last (lo[k] < hi[k])
+    const int64_t *chunk_list,        # IN  list mode: linear chunk numbers; NULL: box mode
+    Py_ssize_t n_touched,             # IN  chunks in the box, or in chunk_list
+    uint64_t max_gap,                 # IN  see coalesce_ranges_c
+    uint64_t max_size,                # IN
+    uint64_t *locs,                   # OUT (n_chunks, 2), preset to 2**64-1 by the caller
+    int32_t *groups,                  # OUT (n_chunks,), preset to -1 by the caller
+    uint64_t *ranges,                 # OUT (n_touched, 2): the first G rows are used
+) noexcept nogil:
+    """Return the number of reads G >= 0, or a negative status (ZK_ENOMEM, ZK_EHALF_EMPTY,
+    ZK_EOVERFLOW: an index that was not parsed by the shard index kernel)."""
+    cdef Py_ssize_t c[MAXDIM]
+    cdef Py_ssize_t i, lin, n_want = 0, g, k
+    cdef uint64_t off, nb
+    cdef uint64_t *offs
+    cdef uint64_t *lens
+    cdef Py_ssize_t *lins
+    cdef Py_ssize_t *req_group
+    cdef uint64_t *req_offset
+    if n_touched == 0:
+        return 0
+    # one allocation: offsets, lengths, chunk numbers, then the coalescer's outputs
+    offs = <uint64_t *>malloc(<size_t>n_touched * (3 * sizeof(uint64_t) + 2 * sizeof(Py_ssize_t)))
+    if offs == NULL:
+        return ZK_ENOMEM
+    lens = offs + n_touched
+    req_offset = lens + n_touched
+    lins = <Py_ssize_t *>(req_offset + n_touched)
+    req_group = lins + n_touched
+    for k in range(ndim):
+        c[k] = lo[k] if chunk_list == NULL else 0
+    for i in range(n_touched):
+        if chunk_list != NULL:
+            lin = <Py_ssize_t>chunk_list[i]
+        else:
+            lin = 0
+            for k in range(ndim):
+                lin = lin * cps[k] + c[k]
+            k = ndim - 1  # next chunk of the box, C order
+            while k >= 0:
+                c[k] += 1
+                if c[k] < hi[k]:
+                    break
+                c[k] = lo[k]
+                k -= 1
+        off = index[2 * lin]
+        nb = index[2 * lin + 1]
+        if off == U64_MAX and nb == U64_MAX:
+            continue
+        if off == U64_MAX or nb == U64_MAX:
+            free(offs)
+            return ZK_EHALF_EMPTY
+        if nb > U64_MAX - off:
+            free(offs)
+            return ZK_EOVERFLOW
+        if nb == 0:  # a zero-length chunk reads as the fill value, as an empty one
+            continue
+        offs[n_want] = off
+        lens[n_want] = nb
+        lins[n_want] = lin
+        n_want += 1
+    g = coalesce_ranges_c(offs, lens, n_want, False, False, max_gap, max_size, ranges,
+                          req_group, req_offset)
+    if g >= 0:
+        for i in range(n_want):
+            lin = lins[i]
+            locs[2 * lin] = req_offset[i]
+            locs[2 * lin + 1] = lens[i]
+            groups[lin] = <int32_t>req_group[i]
+    free(offs)
+    return g
+
+
+def plan_chunk_reads(index, *, box=None, chunks=None, max_gap_bytes, max_coalesced_bytes):
+    """Plan the reads of some inner chunks of one shard: look each up in the shard index, skip
+    the empty ones and coalesce the rest (the rules of :func:`coalesce_ranges`).
+
+    Parameters
+    ----------
+    index : numpy.ndarray
+        uint64, shape ``(*chunks_per_shard, 2)``: the shard's index as parsed by
+        :func:`zkernels._shard_index.parse_shard_index` ((offset, nbytes) per inner chunk,
+        ``2**64-1`` twice for an empty one).
+    box : (sequence of int, sequence of int), optional
+        ``(lo, hi)``: the chunks with coordinates ``lo[k] <= c[k] < hi[k]`` on every axis.
+    chunks : 1-d integer array, optional
+        The chunks' linear (C-order) numbers. Exactly one of `box` and `chunks` is given.
+    max_gap_bytes, max_coalesced_bytes : int
+        As for :func:`coalesce_ranges`.
+
+    Returns
+    -------
+    ChunkReadPlan
+        ``ranges`` (the reads), ``locs`` and ``groups`` (where each planned chunk lies in them).
+        A chunk of zero bytes is not planned: it reads as the fill value, as an empty one.
+
+    Raises
+    ------
+    ValueError
+        A bad shape, a box or chunk number outside the grid, or an index entry that is half
+        empty or overflows (an index not checked by the shard index kernel).
+    """
+    cdef uint64_t max_gap = _as_limit(max_gap_bytes, "max_gap_bytes", 0)
+    cdef uint64_t max_size = _as_limit(max_coalesced_bytes, "max_coalesced_bytes", 1)
+    cdef Py_ssize_t cps_c[MAXDIM]
+    cdef Py_ssize_t lo_c[MAXDIM]
+    cdef Py_ssize_t hi_c[MAXDIM]
+    cdef Py_ssize_t n_touched = 1, n_chunks = 1, k, g
+    cdef int ndim
+    cdef const int64_t *p_list = NULL
+    if not isinstance(index, np.ndarray) or index.dtype != np.uint64 or index.ndim < 1 \
+            or index.shape[index.ndim - 1] != 2:
+        raise ValueError(
+            f"index must be a uint64 array of shape (*chunks_per_shard, 2), got "
+            f"{getattr(index, 'dtype', type(index).__name__)} {getattr(index, 'shape', '')}"
+        )
+    index = np.ascontiguousarray(index)
+    cps = index.shape[:index.ndim - 1]
+    ndim = len(cps)
+    if ndim > MAXDIM:
+        raise ValueError(f"at most {MAXDIM} dimensions, got {ndim}")
+    for k in range(ndim):
+        cps_c[k] = cps[k]
+        n_chunks *= cps[k]
+    if (box is None) == (chunks is None):
+        raise ValueError("give exactly one of box and chunks")
+    if box is not None:
+        lo, hi = box
+        lo = tuple(operator.index(v) for v in lo)
+        hi = tuple(operator.index(v) for v in hi)
+        if len(lo) != ndim or len(hi) != ndim:
+            raise ValueError(f"box {box!r} does not have {ndim} dimensions")
+        for k in range(ndim):
+            if not 0 <= lo[k] <= hi[k] <= cps[k]:
+                raise ValueError(f"box {box!r} outside the chunk grid {tuple(cps)}")
+            lo_c[k] = lo[k]
+            hi_c[k] = hi[k]
+            n_touched *= hi[k] - lo[k]
+    else:
+        chunks = np.ascontiguousarray(chunks, dtype=np.int64)
+        if chunks.ndim != 1:
+            raise ValueError(f"chunks must be one-dimensional, got shape {chunks.shape}")
+        n_touched = chunks.shape[0]
+        if n_touched and (chunks.min() < 0 or chunks.max() >= n_chunks):
+            raise ValueError(f"chunk numbers must lie in [0, {n_chunks})")
+        p_list = <const int64_t *>cnp.PyArray_DATA(chunks)
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n_touched
+    dims[1] = 2
+    cdef cnp.ndarray ranges = cnp.PyArray_EMPTY(2, dims, cnp.NPY_UINT64, 0)
+    locs = np.empty(index.shape, dtype=np.uint64)
+    groups = np.empty(cps, dtype=np.int32)
+    cdef uint64_t *p_locs = <uint64_t *>cnp.PyArray_DATA(locs)
+    cdef int32_t *p_groups = <int32_t *>cnp.PyArray_DATA(groups)
+    cdef const uint64_t *p_index = <const uint64_t *>cnp.PyArray_DATA(index)
+    cdef uint64_t *p_ranges = <uint64_t *>cnp.PyArray_DATA(ranges)
+    with nogil:
+        memset(p_locs, 0xFF, <size_t>n_chunks * 2 * sizeof(uint64_t))
+        memset(p_groups, 0xFF, <size_t>n_chunks * sizeof(int32_t))  # every int32 -1
+        g = plan_chunk_reads_c(p_index, cps_c, ndim, lo_c, hi_c, p_list, n_touched, max_gap,
+                               max_size, p_locs, p_groups, p_ranges)
+    if g < 0:
+        if g == ZK_ENOMEM:
+            raise MemoryError()
+        if g == ZK_EHALF_EMPTY:
+            raise ValueError("the shard index has a half-empty entry (not a parsed index?)")
+        raise ValueError("a shard index entry's offset + nbytes overflows (not a parsed index?)")
+    if g != n_touched:
+        ranges = ranges[:g]
+    return ChunkReadPlan(ranges, locs, groups)

@@ -54,9 +54,28 @@ def _as_bool(value: object) -> bool:
     return bool(value)
 
 
+_memo: tuple[tuple, Options] | None = None
+
+
 def options() -> Options:
-    """The options in force now (one zarr.config lookup)."""
+    """The options in force now (one zarr.config lookup; parsed again only when they change)."""
+    global _memo
     user = zarr.config.get(PREFIX, None) or {}
+    try:
+        key = tuple(sorted(dict(user).items()))
+        hash(key)
+    except TypeError:  # an unhashable value: parse, and let the checks below name it
+        key = None
+    memo = _memo
+    if key is not None and memo is not None and memo[0] == key:
+        return memo[1]
+    opts = _parse(user)
+    if key is not None:
+        _memo = (key, opts)
+    return opts
+
+
+def _parse(user: object) -> Options:
     merged = {**DEFAULTS, **{k: v for k, v in dict(user).items() if k in DEFAULTS}}
     unknown = set(dict(user)) - set(DEFAULTS)
     if unknown:

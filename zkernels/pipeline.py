@@ -22,6 +22,7 @@ import asyncio
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from math import ceil, prod
 from typing import Any
 
@@ -45,7 +46,7 @@ from zarr.core.indexing import _morton_order, get_indexer, is_scalar
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from zkernels import _executor
-from zkernels._coalesce import coalesce_ranges
+from zkernels._coalesce import coalesce_ranges, plan_chunk_reads
 from zkernels._codecs import BoundChain, ChunkChain, Unsupported
 from zkernels._compat import read_results, regular_grid
 from zkernels._decode import decode_chunks
@@ -81,6 +82,15 @@ class _ShardPlan:
     index_little: bool
     index_checksum: bool
     index_at_start: bool
+
+    def bind_inner(self, shard_spec: ArraySpec) -> BoundChain:
+        """The inner chain bound to the inner chunks of a shard with ``shard_spec`` (cached by
+        the shard's spec: a small read should not rebuild a spec to find its cached chain)."""
+        try:
+            fill = shard_spec.fill_value
+            return _bind_inner_cached(self, shard_spec, (type(fill), np.asarray(fill).tobytes()))
+        except (TypeError, ValueError):  # an unhashable part: bind afresh
+            return self.inner.bind(replace(shard_spec, shape=self.chunk_shape))
 
     def index_nbytes(self, n_chunks: int) -> int:
         return 16 * n_chunks + (4 if self.index_checksum else 0)
@@ -124,6 +134,11 @@ class _ShardPlan:
             )
         raw = shard[:n] if self.index_at_start else shard[shard.size - n :]
         return self.parse_index(raw, cps, shard.size, validate)
+
+
+@lru_cache(maxsize=256)
+def _bind_inner_cached(plan: _ShardPlan, shard_spec: ArraySpec, fill_bits: tuple) -> BoundChain:
+    return plan.inner.bind(replace(shard_spec, shape=plan.chunk_shape))
 
 
 def _make_plan(codecs: tuple[Codec, ...]) -> _ShardPlan | ChunkChain:
@@ -437,45 +452,28 @@ class _ShardRead(_ShardJob):
         return [RangeByteRequest(int(a), int(b)) for a, b in plan.groups]
 
     def _box_ranges(self, index: np.ndarray):
-        """Kernel mode: locate the touched non-empty chunks in coalesced reads (vectorised)."""
-        flat = index.reshape(-1, 2)
+        """Kernel mode: the touched non-empty chunks in coalesced reads (one kernel call)."""
         if self.points is not None:
-            lin = self.points[0]
-        elif self.n_touched <= 64:  # small reads: plain Python beats numpy's per-call cost
-            lin_list = [0]
-            for lo, hi, n in zip(self.chunk_lo, self.chunk_hi, self.cps):
-                lin_list = [b * n + c for b in lin_list for c in range(lo, hi)]
-            lin = np.array(lin_list, dtype=np.intp)
+            where = {"chunks": self.points[0]}
         else:
-            axes = [np.arange(lo, hi) for lo, hi in zip(self.chunk_lo, self.chunk_hi)]
-            lin = np.ravel_multi_index(np.ix_(*axes), self.cps).reshape(-1)
-        offs, nbs = flat[lin, 0], flat[lin, 1]
-        keep = (offs != _EMPTY) & (nbs != 0)
-        want = lin[keep]
-        locs = np.full_like(flat, _EMPTY)
-        groups = np.full(self.n_chunks, -1, dtype=np.int32)
-        self.units = range(self.n_touched)
-        self.locs, self.groups = locs.reshape(index.shape), groups.reshape(self.cps)
-        if want.size == 0:
-            self.sources = [b""]
-            return None
-        plan = coalesce_ranges(
-            offs[keep],
-            nbs[keep],
+            where = {"box": (self.chunk_lo, self.chunk_hi)}
+        plan = plan_chunk_reads(
+            index,
+            **where,
             max_gap_bytes=self.opts.coalesce_max_gap_bytes,
             max_coalesced_bytes=self.opts.coalesce_max_bytes,
         )
-        locs[want, 0] = plan.request_offset
-        locs[want, 1] = nbs[keep]
-        groups[want] = plan.request_group
-        self._plan = plan
-        return [RangeByteRequest(int(a), int(b)) for a, b in plan.groups]
+        self.units = range(self.n_touched)
+        self.locs, self.groups = plan.locs, plan.groups
+        if plan.ranges.shape[0] == 0:
+            self.sources = [b""]
+            return None
+        self._ranges = plan.ranges.tolist()
+        return [RangeByteRequest(a, b) for a, b in self._ranges]
 
     def set_groups(self, groups: list[np.ndarray | None]) -> None:
-        plan = self._plan
         if self.box is not None or self.points is not None:
-            for g, data in enumerate(groups):
-                start, stop = (int(v) for v in plan.groups[g])
+            for (start, stop), data in zip(self._ranges, groups, strict=True):
                 if data is None or data.size < stop - start:
                     got = 0 if data is None else data.size
                     raise CorruptChunkError(
@@ -484,6 +482,7 @@ class _ShardRead(_ShardJob):
                     )
             self.sources = groups
             return
+        plan = self._plan
         for i, (entry, _off, nb) in enumerate(self._wanted):
             g = int(plan.request_group[i])
             data = groups[g]
@@ -988,7 +987,7 @@ class KernelCodecPipeline(CodecPipeline):
     def _bind(self, spec: ArraySpec) -> BoundChain:
         plan = self._plan
         if isinstance(plan, _ShardPlan):
-            return plan.inner.bind(replace(spec, shape=plan.chunk_shape))
+            return plan.bind_inner(spec)
         return plan.bind(spec)
 
     def _why_not(self, items: list, buffer: NDBuffer, opts: Options) -> tuple[str | None, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zkernels._coalesce import coalesce_ranges
+from zkernels._coalesce import coalesce_ranges, plan_chunk_reads
 
 GAP = 64
 MAX = 4 << 20
@@ -78,6 +78,42 @@ class CoalesceOverhead:
         coalesce_ranges(self.offsets, self.lengths, max_gap_bytes=GAP, max_coalesced_bytes=MAX)
 
 
+def _numpy_plan(index, lo, hi):
+    """The same plan with numpy calls and coalesce_ranges (the pipeline's former code)."""
+    flat = index.reshape(-1, 2)
+    lin = np.ravel_multi_index(np.ix_(*[np.arange(a, b) for a, b in zip(lo, hi)]),
+                               index.shape[:-1]).reshape(-1)
+    offs, nbs = flat[lin, 0], flat[lin, 1]
+    keep = (offs != np.uint64(2**64 - 1)) & (nbs != 0)
+    want = lin[keep]
+    locs = np.full_like(flat, 2**64 - 1)
+    groups = np.full(flat.shape[0], -1, dtype=np.int32)
+    plan = coalesce_ranges(offs[keep], nbs[keep], max_gap_bytes=GAP, max_coalesced_bytes=MAX)
+    locs[want, 0] = plan.request_offset
+    locs[want, 1] = nbs[keep]
+    groups[want] = plan.request_group
+    return plan.groups, locs, groups
+
+
+class PlanChunkReads:
+    """Planning a partial read of one shard of 32x32 inner chunks: one chunk (a small read),
+    a row of chunks (a slab), the whole shard; the kernel against the numpy version."""
+
+    params = (["one", "row", "all"], ["zkernels", "numpy"])
+    param_names = ["box", "impl"]
+
+    def setup(self, box, impl):
+        offsets, lengths = _ranges(32 * 32, "sorted")
+        self.index = np.stack([offsets, lengths], axis=-1).reshape(32, 32, 2)
+        self.lo, self.hi = {"one": ((5, 7), (6, 8)), "row": ((5, 0), (6, 32)),
+                            "all": ((0, 0), (32, 32))}[box]
+
+    def time_plan(self, box, impl):
+        if impl == "zkernels":
+            plan_chunk_reads(self.index, box=(self.lo, self.hi), max_gap_bytes=GAP,
+                             max_coalesced_bytes=MAX)
+        else:
+            _numpy_plan(self.index, self.lo, self.hi)
 
 
 def _best(*args, **kwargs):
@@ -103,6 +139,14 @@ def _main() -> None:
         b.setup(n)
         print(f"{f'coalesce {n} ranges from lists':<36} "
               f"{_best(b.time_coalesce_lists, n) * 1e6:9.1f} us")
+    for box in PlanChunkReads.params[0]:
+        times = {}
+        for impl in PlanChunkReads.params[1]:
+            b = PlanChunkReads()
+            b.setup(box, impl)
+            times[impl] = _best(b.time_plan, box, impl)
+        print(f"{f'plan chunk reads ({box}) vs numpy':<36} {times['zkernels'] * 1e6:9.1f} us "
+              f"{times['numpy'] * 1e6:12.1f} us")
 
 
 if __name__ == "__main__":

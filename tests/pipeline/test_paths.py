@@ -30,8 +30,8 @@ class _Counter:
 @pytest.fixture
 def counters(monkeypatch):
     made = {}
-    for name in ("reconstruct_dense", "coalesce_ranges", "parse_shard_index", "scatter",
-                 "decode_chunks"):
+    for name in ("reconstruct_dense", "coalesce_ranges", "plan_chunk_reads", "parse_shard_index",
+                 "scatter", "decode_chunks"):
         c = _Counter(getattr(zp, name))
         monkeypatch.setattr(zp, name, c)
         made[name] = c
@@ -85,7 +85,8 @@ def test_compressed_shards_go_through_the_chunk_kernel(counters, codecs):
     assert counters["scatter"].calls == 0  # no per-chunk Python scatter
     assert whole >= 4  # at least one kernel call per shard
     assert counters["decode_chunks"].calls > whole
-    assert counters["coalesce_ranges"].calls == 1
+    assert counters["plan_chunk_reads"].calls == 1  # the partial read's one shard
+    assert counters["coalesce_ranges"].calls == 0
 
 
 @pytest.mark.parametrize(
@@ -100,13 +101,16 @@ def test_per_chunk_path_where_the_kernel_does_not_apply(counters, codecs, select
     assert counters["decode_chunks"].calls == 0
 
 
-def test_partial_reads_coalesce(counters):
+def test_partial_reads_coalesce(counters, monkeypatch):
     store, data = _array([ZstdCodec()])
+    gets = _Counter(zp._get_sync)
+    monkeypatch.setattr(zp, "_get_sync", gets)
     with zkernels.enabled():
         arr = zarr.open_array(store, mode="r")
         np.testing.assert_array_equal(arr[3:20, 5:30], data[3:20, 5:30])
-    assert counters["coalesce_ranges"].calls == 1
+    assert counters["plan_chunk_reads"].calls == 1
     assert counters["parse_shard_index"].calls == 1
+    assert gets.calls == 2  # the index, then the 12 touched chunks in one coalesced read
 
 
 @pytest.fixture
