@@ -52,7 +52,7 @@ from zkernels._compat import read_results, regular_grid
 from zkernels._decode import decode_chunks
 from zkernels._dense import reconstruct_dense
 from zkernels._encode import concat_ranges, encode_chunks
-from zkernels._localio import read_file
+from zkernels._localio import LocalFile, read_file
 from zkernels._scatter import is_fill, scatter
 from zkernels._selection import is_basic, is_slices, iter_chunks, project
 from zkernels._shard_index import check_dense, encode_shard_index, parse_shard_index
@@ -186,6 +186,29 @@ def _get_sync(
         return read_file(os.path.join(store.root, getter.path), byte_range)
     buf = store.get_sync(getter.path, prototype=proto, byte_range=byte_range)
     return None if buf is None else buf.as_numpy_array()
+
+
+class _SyncGets:
+    """The synchronous reads of one store key: a LocalStore file is opened once for all of
+    them (a small shard read asks for the index, then the chunks)."""
+
+    __slots__ = ("file", "getter", "opened")
+
+    def __init__(self, getter: StorePath) -> None:
+        self.getter, self.file, self.opened = getter, None, False
+
+    def __call__(self, proto: BufferPrototype, byte_range: Any = None) -> np.ndarray | None:
+        getter = self.getter
+        if type(getter.store) is LocalStore and proto.buffer is _CPU_BUFFER:
+            if not self.opened:
+                self.opened = True
+                self.file = LocalFile.open(os.path.join(getter.store.root, getter.path))
+            return None if self.file is None else self.file.read(byte_range)
+        return _get_sync(getter, proto, byte_range)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 async def _get_async(
@@ -498,17 +521,20 @@ class _ShardRead(_ShardJob):
             self.units.append((entry[0], data[start : start + nb], entry[1], entry[2]))
 
     def prepare_sync(self) -> None:
+        get = _SyncGets(self.getter)
         try:
             if self.whole:
-                self.set_whole(_get_sync(self.getter, self.proto))
+                self.set_whole(get(self.proto))
             else:
                 groups = self.ranges_after_index(
-                    _get_sync(self.getter, self.index_proto, self.plan.index_range(self.n_chunks))
+                    get(self.index_proto, self.plan.index_range(self.n_chunks))
                 )
                 if groups:
-                    self.set_groups([_get_sync(self.getter, self.proto, g) for g in groups])
+                    self.set_groups([get(self.proto, g) for g in groups])
         except Exception as exc:
             raise _rekey(exc, self.key) from exc
+        finally:
+            get.close()
 
     async def prepare_async(self, inline: bool) -> None:
         try:
@@ -1080,13 +1106,31 @@ class KernelCodecPipeline(CodecPipeline):
         inline = out_arr.nbytes <= opts.inline_bytes
         reads = [_ShardRead(self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
 
+        n_items = len(reads)
+
+        def read_sync(sr: _ShardRead) -> bool:
+            """IO, and the decode too when it is one batch: True when nothing is left."""
+            sr.prepare_sync()
+            units = sr.units
+            if units and _parts(len(units), bound.nbytes, n_items, opts.threads) > 1:
+                return False
+            if units:
+                sr.decode_units(units)
+            sr.finish()
+            return True
+
         async def one(sr: _ShardRead) -> None:
-            if sr.sync:
-                await _in_pool(sr.prepare_sync, opts, inline)
+            if sr.sync:  # one pool task for the IO and a one-batch decode: no hop between
+                if inline or opts.threads <= 1:
+                    done = read_sync(sr)
+                else:
+                    done = await _in_pool(lambda: read_sync(sr), opts, inline)
+                if done:
+                    return
             else:
                 await sr.prepare_async(inline)
             if sr.units:
-                await _run_batches(sr.decode_units, sr.units, bound, opts, inline, len(reads))
+                await _run_batches(sr.decode_units, sr.units, bound, opts, inline, n_items)
             sr.finish()
 
         if len(reads) == 1:  # one shard (a small read): no task to schedule
