@@ -378,6 +378,7 @@ class _ShardRead(_ShardJob):
             self.target = np.empty(indexer.shape, dtype=bound.native_dtype, order=spec.order)
             self.entries = [(c, cs, os, comp) for c, cs, os, comp in indexer]
         coords = {e[0] for e in self.entries}
+        self.n_touched = len(coords)
         self.whole = len(coords) == self.n_chunks
 
     def _points(self, chunk_sel, out_sel, out, drop_axes):
@@ -1103,8 +1104,9 @@ class KernelCodecPipeline(CodecPipeline):
 
     async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
         """Read each shard; return which were missing from the store."""
-        inline = out_arr.nbytes <= opts.inline_bytes
         reads = [_ShardRead(self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
+        # the work is the chunks decoded, not the output: 10,000 points may touch 8,000 chunks
+        inline = sum(sr.n_touched for sr in reads) * bound.nbytes <= opts.inline_bytes
 
         n_items = len(reads)
 
