@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import zarr
@@ -175,3 +177,23 @@ def test_points_decode_their_chunks_in_the_kernel(counters, codecs, endian):
         np.testing.assert_array_equal(arr.vindex[rows[:5], cols[:5]], data[rows[:5], cols[:5]])
     assert counters["decode_chunks"].calls >= 4  # list mode, at least one call per shard
     assert counters["scatter"].calls == 0
+
+
+def test_points_touching_many_chunks_decode_on_the_pool(monkeypatch):
+    # a few points (a tiny output) can touch many chunks: that decode is work for the pool, not
+    # for zarr's event loop thread
+    store, data = _array([ZstdCodec()])
+    threads = []
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return decode_chunks(*args, **kwargs)
+
+    decode_chunks = zp.decode_chunks
+    monkeypatch.setattr(zp, "decode_chunks", recording)
+    rows, cols = np.meshgrid(np.arange(0, 64, 8), np.arange(0, 64, 8), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()  # 64 points, one in each of the 64 inner chunks
+    with zkernels.enabled(inline_bytes=4096):  # 64 chunks of 128 bytes: above; 64 points: below
+        arr = zarr.open_array(store, mode="r")
+        np.testing.assert_array_equal(arr.vindex[rows, cols], data[rows, cols])
+    assert threads and all(name.startswith("zkernels") for name in threads), threads
