@@ -621,7 +621,17 @@ class _ShardRead(_ShardJob):
             _assign(target, out_sel, chunk, chunk_sel, ())
 
     def finish(self) -> None:
-        """Fill a missing shard, or move the general path's temporary into the output."""
+        """Fill a missing shard, or move the general path's temporary into the output; then
+        let go of the shard's bytes (a whole read must not hold every shard until the end)."""
+        try:
+            self._finish()
+        finally:
+            self.sources = self.locs = self.groups = self.scratch = None
+            if not self.fast:
+                self.target = None  # the general path's temporary
+            self.units = ()
+
+    def _finish(self) -> None:
         if self.points is not None:
             if self.missing:
                 self.out[self.out_sel] = self.bound.fill_value
