@@ -1,9 +1,15 @@
-"""The process-wide worker pool that runs decode, encode and sync store IO.
+"""The process-wide worker pools: one runs decode, encode and sync store reads; a small second
+one runs sync store writes.
 
-One pool for every pipeline (nested pools oversubscribe two cores quickly). It is created on first
-use, resized when the ``threads`` option changes, and dropped in a forked child (a forked pool's
-threads do not exist there). Worker threads are daemons in effect: ThreadPoolExecutor joins them
-at interpreter exit only if work is pending.
+One compute pool for every pipeline (nested pools oversubscribe two cores quickly). It is created
+on first use, resized when the ``threads`` option changes, and dropped in a forked child (a forked
+pool's threads do not exist there). Worker threads are daemons in effect: ThreadPoolExecutor joins
+them at interpreter exit only if work is pending.
+
+Writes of whole objects to a local file system go to the IO pool: replacing an existing file makes
+ext4 (``auto_da_alloc``) start writing the new file's data out at once, and the writing thread
+waits on the disk, not the CPU, for as long as that takes (about as long as compressing the data,
+measured here). On the compute pool that wait would stall the encoding of the next shards.
 """
 
 from __future__ import annotations
@@ -37,10 +43,27 @@ def get_pool(threads: int) -> ThreadPoolExecutor:
         return _pool
 
 
+IO_THREADS = 4
+_io_pool: ThreadPoolExecutor | None = None
+
+
+def get_io_pool() -> ThreadPoolExecutor:
+    """The pool for blocking store writes (threads that mostly wait on the disk)."""
+    global _io_pool
+    pool = _io_pool
+    if pool is not None:
+        return pool
+    with _lock:
+        if _io_pool is None:
+            _io_pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="zkernels-io")
+        return _io_pool
+
+
 def _after_fork_in_child() -> None:
-    global _pool, _pool_threads, _lock
+    global _pool, _pool_threads, _lock, _io_pool
     _pool = None
     _pool_threads = 0
+    _io_pool = None
     _lock = threading.Lock()
 
 

@@ -1229,9 +1229,34 @@ class KernelCodecPipeline(CodecPipeline):
     async def _write_shards(self, items, value_arr, bound, opts) -> None:
         inline = value_arr.nbytes <= opts.inline_bytes
         writes = [_ShardWrite(self._plan, it, value_arr, bound, opts) for it in items]
+        # new shards assembled and waiting for the disk, at most this many at once
+        in_flight = asyncio.Semaphore(2 * _executor.IO_THREADS)
+
+        async def write_out(sw: _ShardWrite, data: np.ndarray | None) -> None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                _executor.get_io_pool(), _set_sync, sw.setter, sw.proto, data
+            )
+
+        def whole_job(sw: _ShardWrite) -> np.ndarray | None:
+            """Read the old shard if needed, encode, assemble: one pool task, no hop."""
+            if sw.need_existing:
+                sw.set_existing(_get_sync(sw.setter, sw.proto))
+            return sw.assemble(sw.encode_here())
 
         async def one(sw: _ShardWrite) -> None:
             try:
+                if sw.sync and inline:
+                    _set_sync(sw.setter, sw.proto, whole_job(sw))
+                    return
+                n_units = len(sw.kchunks) if sw.kbox is not None else len(sw.entries)
+                if sw.sync and _parts(n_units, bound.nbytes, len(writes), opts.threads) == 1:
+                    # assembled shards wait for the disk on the IO threads (bounded), while the
+                    # pool goes on encoding the next ones
+                    async with in_flight:
+                        data = await _in_pool(lambda: whole_job(sw), opts, False)
+                        await write_out(sw, data)
+                    return
                 if sw.need_existing:
                     if sw.sync:
                         shard = await _in_pool(
@@ -1251,14 +1276,11 @@ class KernelCodecPipeline(CodecPipeline):
                     )
                     for batch in results:
                         sw.encoded.update(batch)
+                data = await _in_pool(lambda: sw.assemble(kernel_results), opts, inline)
                 if sw.sync:
-                    await _in_pool(
-                        lambda: _set_sync(sw.setter, sw.proto, sw.assemble(kernel_results)),
-                        opts,
-                        inline,
-                    )
+                    await write_out(sw, data)
                 else:
-                    await _set_async(sw.setter, sw.proto, sw.assemble(kernel_results))
+                    await _set_async(sw.setter, sw.proto, data)
             except ZKernelsError as exc:
                 raise exc.with_key(sw.key) from exc
 

@@ -197,3 +197,25 @@ def test_points_touching_many_chunks_decode_on_the_pool(monkeypatch):
         arr = zarr.open_array(store, mode="r")
         np.testing.assert_array_equal(arr.vindex[rows, cols], data[rows, cols])
     assert threads and all(name.startswith("zkernels") for name in threads), threads
+
+
+def test_local_shard_writes_wait_on_the_io_threads(tmp_path, monkeypatch):
+    # the blocking file write of each new shard runs on the IO pool, leaving the compute pool
+    # to encode the next shards
+    threads = []
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return set_sync(*args, **kwargs)
+
+    set_sync = zp._set_sync
+    monkeypatch.setattr(zp, "_set_sync", recording)
+    data = np.arange(64 * 64, dtype="uint16").reshape(64, 64)
+    with zkernels.enabled(inline_bytes=1024):
+        arr = zarr.create_array(
+            zarr.storage.LocalStore(tmp_path), shape=(64, 64), chunks=(8, 8), shards=(32, 32),
+            dtype="uint16", compressors=[ZstdCodec()], fill_value=0,
+        )
+        arr[:] = data
+        np.testing.assert_array_equal(zarr.open_array(tmp_path, mode="r")[:], data)
+    assert len(threads) == 4 and all(t.startswith("zkernels-io") for t in threads), threads
