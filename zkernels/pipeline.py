@@ -1233,6 +1233,9 @@ class KernelCodecPipeline(CodecPipeline):
         in_flight = asyncio.Semaphore(2 * _executor.IO_THREADS)
 
         async def write_out(sw: _ShardWrite, data: np.ndarray | None) -> None:
+            if type(sw.setter.store) is not LocalStore:  # a memory store: no wait to hide
+                _set_sync(sw.setter, sw.proto, data)
+                return
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(
                 _executor.get_io_pool(), _set_sync, sw.setter, sw.proto, data
