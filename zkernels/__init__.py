@@ -31,6 +31,8 @@ _KERNELS = {
     "concat_ranges": "_encode",
     "coalesce_ranges": "_coalesce",
     "CoalescedRanges": "_coalesce",
+    "plan_chunk_reads": "_coalesce",
+    "ChunkReadPlan": "_coalesce",
     "copy_region": "_scatter",
     "scatter": "_scatter",
     "gather": "_scatter",

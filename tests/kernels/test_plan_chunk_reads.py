@@ -83,9 +83,8 @@ def test_list_mode_vs_twin(cps):
         assert_same(got, plan_twin(index, lin, 64, 20000))
 
 
-def test_whole_shard_written_by_zarr_order():
-    # back to back in storage order, no gaps: one read covers the box
-    cps = (4, 4)
+def test_whole_shard_back_to_back():
+    # chunks back to back (C order here), no gaps: one read covers the box
     sizes = np.arange(1, 17, dtype=np.uint64) * 10
     offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)
     index = np.stack([offs, sizes], -1).reshape(4, 4, 2)
