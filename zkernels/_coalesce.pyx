@@ -26,6 +26,8 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from zkernels._common cimport as_entry_table
+
 cnp.import_array()
 
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFFULL
@@ -609,13 +611,7 @@ def plan_chunk_reads(index, *, box=None, chunks=None, max_gap_bytes, max_coalesc
     cdef Py_ssize_t n_touched = 1, n_chunks = 1, k, g
     cdef int ndim
     cdef const int64_t *p_list = NULL
-    if not isinstance(index, np.ndarray) or index.dtype != np.uint64 or index.ndim < 1 \
-            or index.shape[index.ndim - 1] != 2:
-        raise ValueError(
-            f"index must be a uint64 array of shape (*chunks_per_shard, 2), got "
-            f"{getattr(index, 'dtype', type(index).__name__)} {getattr(index, 'shape', '')}"
-        )
-    index = np.ascontiguousarray(index)
+    index = as_entry_table(index, "index", ValueError)
     cps = index.shape[:index.ndim - 1]
     ndim = len(cps)
     if ndim > MAXDIM:

@@ -21,7 +21,7 @@ from libc.string cimport memcpy
 
 cimport numpy as cnp
 
-from zkernels._common cimport zk_load_le32
+from zkernels._common cimport as_entry_table, zk_load_le32
 from zkernels._crc32c cimport zk_crc32c
 from zkernels._dense cimport MAXDIM, DenseArgs, copy_box, copy_chunk_from, init_box_args
 
@@ -435,13 +435,7 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
     codes = _step_codes(steps)
     chunk_shape = tuple(operator.index(v) for v in chunk_shape)
     region_start = tuple(operator.index(v) for v in region_start)
-    if not isinstance(locs, np.ndarray) or locs.dtype != np.uint64 or locs.ndim < 1 \
-            or locs.shape[locs.ndim - 1] != 2:
-        raise ShardIndexError(
-            f"locs must be a uint64 array of shape (*chunks_per_shard, 2), got "
-            f"{getattr(locs, 'dtype', type(locs).__name__)} {getattr(locs, 'shape', '')}"
-        )
-    locs = np.ascontiguousarray(locs)
+    locs = as_entry_table(locs, "locs", ShardIndexError)
     cps = tuple(locs.shape)[:locs.ndim - 1]
     d.chunk_list = NULL
     if chunks is not None:
