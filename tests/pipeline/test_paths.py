@@ -179,18 +179,24 @@ def test_points_decode_their_chunks_in_the_kernel(counters, codecs, endian):
     assert counters["scatter"].calls == 0
 
 
+def _record_threads(monkeypatch, name: str) -> list[str]:
+    """Patch ``zkernels.pipeline.<name>`` to note the thread of each call; the list of names."""
+    threads: list[str] = []
+    fn = getattr(zp, name)
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return fn(*args, **kwargs)
+
+    monkeypatch.setattr(zp, name, recording)
+    return threads
+
+
 def test_points_touching_many_chunks_decode_on_the_pool(monkeypatch):
     # a few points (a tiny output) can touch many chunks: that decode is work for the pool, not
     # for zarr's event loop thread
     store, data = _array([ZstdCodec()])
-    threads = []
-
-    def recording(*args, **kwargs):
-        threads.append(threading.current_thread().name)
-        return decode_chunks(*args, **kwargs)
-
-    decode_chunks = zp.decode_chunks
-    monkeypatch.setattr(zp, "decode_chunks", recording)
+    threads = _record_threads(monkeypatch, "decode_chunks")
     rows, cols = np.meshgrid(np.arange(0, 64, 8), np.arange(0, 64, 8), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()  # 64 points, one in each of the 64 inner chunks
     with zkernels.enabled(inline_bytes=4096):  # 64 chunks of 128 bytes: above; 64 points: below
@@ -202,14 +208,7 @@ def test_points_touching_many_chunks_decode_on_the_pool(monkeypatch):
 def test_local_shard_writes_wait_on_the_io_threads(tmp_path, monkeypatch):
     # the blocking file write of each new shard runs on the IO pool, leaving the compute pool
     # to encode the next shards
-    threads = []
-
-    def recording(*args, **kwargs):
-        threads.append(threading.current_thread().name)
-        return set_sync(*args, **kwargs)
-
-    set_sync = zp._set_sync
-    monkeypatch.setattr(zp, "_set_sync", recording)
+    threads = _record_threads(monkeypatch, "_set_sync")
     data = np.arange(64 * 64, dtype="uint16").reshape(64, 64)
     with zkernels.enabled(inline_bytes=1024):
         arr = zarr.create_array(
