@@ -71,6 +71,67 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class Batch:
+    """Calls handed to the compute pool one by one as the caller prepares them, then awaited
+    together: the event loop is woken once, when the last call returns, not once per call (on
+    two cores each wake-up takes CPU from the workers), and the first call starts while the
+    caller is still preparing the next.
+
+    ``results()`` waits for every call, then returns their results in order or re-raises the
+    first exception, so that no call is left writing into an output the caller discards.
+    """
+
+    __slots__ = ("_loop", "_pool", "_lock", "_pending", "_outcomes", "_done")
+
+    def __init__(self, threads: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._pool = get_pool(threads)
+        self._lock = threading.Lock()
+        self._pending = 1  # the caller's own hold, released by results()
+        self._outcomes: list[Any] = []
+        self._done = self._loop.create_future()
+
+    def submit(self, fn: Callable[[T], Any], item: T) -> None:
+        slot = len(self._outcomes)
+        self._outcomes.append(None)
+        with self._lock:
+            self._pending += 1
+        try:
+            self._pool.submit(self._run, slot, fn, item)
+        except BaseException:
+            self._release()
+            raise
+
+    def _run(self, slot: int, fn: Callable[[Any], Any], item: Any) -> None:
+        try:
+            self._outcomes[slot] = (True, fn(item))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            self._outcomes[slot] = (False, exc)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            last = self._pending == 0
+        if last:
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def results(self) -> list[Any]:
+        self._release()
+        await self._done
+        values = []
+        for ok, value in self._outcomes:
+            if not ok:
+                raise value
+            values.append(value)
+        return values
+
+
 async def run_all(
     threads: int, fn: Callable[[T], Any], items: Iterable[T], *, inline: bool = False
 ) -> list[Any]:
@@ -82,14 +143,10 @@ async def run_all(
     items = list(items)
     if inline or threads <= 1 or not items:
         return [fn(item) for item in items]
-    loop = asyncio.get_running_loop()
-    pool = get_pool(threads)
-    futures = [loop.run_in_executor(pool, fn, item) for item in items]
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results
+    batch = Batch(threads)
+    for item in items:
+        batch.submit(fn, item)
+    return await batch.results()
 
 
 def split(seq: list[T], parts: int) -> list[list[T]]:

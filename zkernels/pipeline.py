@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from math import ceil, prod
@@ -1114,11 +1115,7 @@ class KernelCodecPipeline(CodecPipeline):
 
     async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
         """Read each shard; return which were missing from the store."""
-        reads = [_ShardRead(self._plan, it, out_arr, drop_axes, bound, opts) for it in items]
-        # the work is the chunks decoded, not the output: 10,000 points may touch 8,000 chunks
-        inline = sum(sr.n_touched for sr in reads) * bound.nbytes <= opts.inline_bytes
-
-        n_items = len(reads)
+        n_items = len(items)
 
         def read_sync(sr: _ShardRead) -> bool:
             """IO, and the decode too when it is one batch: True when nothing is left."""
@@ -1131,24 +1128,50 @@ class KernelCodecPipeline(CodecPipeline):
             sr.finish()
             return True
 
-        async def one(sr: _ShardRead) -> None:
-            if sr.sync:  # one pool task for the IO and a one-batch decode: no hop between
-                if inline or opts.threads <= 1:
-                    done = read_sync(sr)
-                else:
-                    done = await _in_pool(lambda: read_sync(sr), opts, inline)
-                if done:
-                    return
-            else:
+        # Shards of a sync store go to the pool as soon as they are set up (one task each: IO
+        # and a one-batch decode), so that the first is read while the next is prepared. Small
+        # reads stay on this thread: the work is the chunks decoded, not the output (10,000
+        # points may touch 8,000 chunks), and it is known once enough shards are set up.
+        reads: list[_ShardRead] = []
+        batch = None
+        work = 0
+        try:
+            for it in items:
+                sr = _ShardRead(self._plan, it, out_arr, drop_axes, bound, opts)
+                reads.append(sr)
+                if batch is not None:
+                    if sr.sync:
+                        batch.submit(read_sync, sr)
+                    continue
+                work += sr.n_touched * bound.nbytes
+                if work > opts.inline_bytes and opts.threads > 1:
+                    batch = _executor.Batch(opts.threads)
+                    for r in reads:
+                        if r.sync:
+                            batch.submit(read_sync, r)
+        except BaseException:
+            if batch is not None:  # nothing may still write into the output once we raise
+                with suppress(BaseException):
+                    await batch.results()
+            raise
+        inline = batch is None
+        if batch is not None:
+            done = iter(await batch.results())
+            left = [sr for sr in reads if not sr.sync or not next(done)]
+        else:
+            left = [sr for sr in reads if not sr.sync or not read_sync(sr)]
+
+        async def rest(sr: _ShardRead) -> None:
+            if not sr.sync:
                 await sr.prepare_async(inline)
             if sr.units:
                 await _run_batches(sr.decode_units, sr.units, bound, opts, inline, n_items)
             sr.finish()
 
-        if len(reads) == 1:  # one shard (a small read): no task to schedule
-            await one(reads[0])
-        else:
-            await _gather(one(sr) for sr in reads)
+        if len(left) == 1:
+            await rest(left[0])
+        elif left:
+            await _gather(rest(sr) for sr in left)
         return [sr.missing for sr in reads]
 
     async def _read_chunks(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
