@@ -101,6 +101,8 @@ cdef struct DecodeArgs:
     Py_ssize_t last                    # (list mode: of `chunk_list`)
     const int64_t *chunk_list          # list mode: linear chunk numbers; chunk i goes whole to
                                        # box.out + i * chunk_nbytes (C order); NULL: box mode
+    const int64_t *box_list            # box mode over a subset: linear numbers of chunks inside
+                                       # the box, [first, last) of them decoded; NULL: ordinals
 
 
 cdef struct DecodeError:
@@ -270,9 +272,16 @@ cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
         c[k] = lo[k] + rem % cnt[k]
         rem = rem // cnt[k]
     for ordinal in range(d.first, d.last):
-        lin = 0
-        for k in range(nd):
-            lin = lin * a.chunks_per_shard[k] + c[k]
+        if d.box_list != NULL:  # the wrapper checked that every listed chunk is in the box
+            lin = <Py_ssize_t>d.box_list[ordinal]
+            rem = lin
+            for k in range(nd - 1, -1, -1):
+                c[k] = rem % a.chunks_per_shard[k]
+                rem = rem // a.chunks_per_shard[k]
+        else:
+            lin = 0
+            for k in range(nd):
+                lin = lin * a.chunks_per_shard[k] + c[k]
         status = chunk_bytes(d, lin, &src, &nb, err)
         if status == DEC_EMPTY:
             status = DEC_OK
@@ -284,14 +293,14 @@ cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
             if status != DEC_OK:
                 break
             copy_chunk_from(a, c, chunk)
-        # next chunk of the box, C order
-        k = nd - 1
-        while k >= 0:
-            c[k] += 1
-            if c[k] < lo[k] + cnt[k]:
-                break
-            c[k] = lo[k]
-            k -= 1
+        if d.box_list == NULL:  # next chunk of the box, C order
+            k = nd - 1
+            while k >= 0:
+                c[k] += 1
+                if c[k] < lo[k] + cnt[k]:
+                    break
+                c[k] = lo[k]
+                k -= 1
     free(scratch)
     if owned:
         zk_api.zstd_freeDCtx(dctx)
@@ -370,6 +379,30 @@ cdef list _step_codes(object steps):
 # ------------------------------------------------------------------------------------------------
 # wrapper
 
+cdef object _box_subset(object subset, tuple cps, tuple chunk_shape, tuple region_start,
+                        const Py_ssize_t *out_shape, int nd):
+    """`subset` as int64 linear chunk numbers, every one a chunk that intersects the box."""
+    subset = np.ascontiguousarray(subset, dtype=np.int64)
+    if subset.ndim != 1:
+        raise ValueError(f"subset must be 1-d, got shape {subset.shape}")
+    if subset.shape[0] == 0:
+        return subset
+    n_all = 1
+    for k in range(len(cps)):
+        n_all *= cps[k]
+    if subset.min() < 0 or subset.max() >= n_all:
+        raise ValueError(f"subset: chunk numbers must lie in [0, {n_all})")
+    coords = np.unravel_index(subset, cps)
+    for k in range(nd):
+        lo = region_start[k] // chunk_shape[k]
+        hi = (region_start[k] + out_shape[k] - 1) // chunk_shape[k] + 1 if out_shape[k] else lo
+        if (coords[k] < lo).any() or (coords[k] >= hi).any():
+            raise ValueError(
+                f"subset: a chunk lies outside the box (axis {k}: chunks [{lo}, {hi}))"
+            )
+    return subset
+
+
 cdef const uint8_t[::1] _as_bytes(object buf):
     cdef const uint8_t[::1] view
     try:
@@ -380,7 +413,8 @@ cdef const uint8_t[::1] _as_bytes(object buf):
 
 
 def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, groups=None,
-                  first=0, last=None, fill_value=None, swap_unit=0, validate=True, chunks=None):
+                  first=0, last=None, fill_value=None, swap_unit=0, validate=True, chunks=None,
+                  subset=None):
     """Decode inner chunks and copy each one's part of a box into `out`.
 
     Parameters
@@ -416,6 +450,11 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
         ``out[i]``; `out` must be C-contiguous of shape ``(len(chunks), *chunk_shape)``,
         `region_start` is ignored and `first`, `last` index `chunks`. Used for coordinate
         selections, whose points are then gathered from `out`.
+    subset : 1-d integer array, optional
+        Box mode over some of the box's chunks: decode these (linear C-order numbers, each one
+        intersecting the box) into their part of `out`, in this order, and leave the rest of
+        `out` alone; `first`, `last` index `subset`. Used to decode a shard piece by piece as
+        its byte ranges arrive. Not with `chunks`.
 
     Raises
     ------
@@ -438,6 +477,9 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
     locs = as_entry_table(locs, "locs", ShardIndexError)
     cps = tuple(locs.shape)[:locs.ndim - 1]
     d.chunk_list = NULL
+    d.box_list = NULL
+    if chunks is not None and subset is not None:
+        raise ValueError("chunks (list mode) and subset (box mode) exclude each other")
     if chunks is not None:
         chunks = np.ascontiguousarray(chunks, dtype=np.int64)
         n_list = chunks.shape[0] if chunks.ndim == 1 else -1
@@ -489,6 +531,11 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
     d.validate = bool(validate)
     if chunks is not None:
         n_touched = chunks.shape[0]
+    elif subset is not None:
+        subset = _box_subset(subset, cps, chunk_shape, region_start, d.box.out_shape, d.box.ndim)
+        n_touched = subset.shape[0]
+        if n_touched:
+            d.box_list = <const int64_t *>cnp.PyArray_DATA(subset)
     else:
         for k in range(d.box.ndim):
             if d.box.out_shape[k] == 0:

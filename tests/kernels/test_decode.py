@@ -1108,3 +1108,84 @@ def test_list_mode_errors():
     bad[off + nb // 2] ^= 0xFF
     with pytest.raises(ZKernelsError, match=r"inner chunk \(1, 0\)"):
         decode_chunks([bytes(bad)], locs, np.empty((2, 3, 5), "u2"), chunks=[0, 2], **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# subset mode: some of the box's chunks, each into its own place (a shard decoded piece by piece)
+
+
+@pytest.mark.parametrize("codec", ["raw", "zstd", "crc32c+zstd", "blosc-lz4-shuffle"])
+@pytest.mark.parametrize("layout", ["C", "strided", "reversed"])
+@pytest.mark.parametrize("box", [((0, 0, 0), (8, 9, 10)), ((1, 2, 3), (6, 5, 6))])
+def test_subset_mode_pieces_make_the_whole(codec, layout, box):
+    rng = np.random.default_rng(21)
+    steps, objs = chain(codec, 2)
+    cps, chunk_shape = (4, 3, 5), (2, 3, 2)
+    start, shape = box
+    sources, locs, groups = make_shard(rng, cps, chunk_shape, 2, objs, empty_frac=0.25,
+                                       n_groups=3)
+    fill = b"\x07\x09"
+    expected = twin(sources, locs, groups, objs, chunk_shape, "<u2", start, shape, fill, 2)
+    kw = {"steps": steps, "chunk_shape": chunk_shape, "region_start": start, "groups": groups,
+          "fill_value": fill, "swap_unit": 2}
+    lins = np.array([np.ravel_multi_index(c, cps) for c in box_chunks(chunk_shape, start, shape)])
+    pieces = np.array_split(rng.permutation(lins), 4)  # any order, any split
+    out, buf, mask = make_out(shape, "<u2", layout)
+    before = buf.copy()
+    owner = np.full(shape, -1)
+    for c in box_chunks(chunk_shape, start, shape):
+        sl = tuple(slice(max(i * s - a, 0), min((i + 1) * s - a, n))
+                   for i, s, a, n in zip(c, chunk_shape, start, shape))
+        owner[sl] = np.ravel_multi_index(c, cps)
+    done = np.zeros(shape, bool)
+    for piece in pieces:
+        decode_chunks(sources, locs, out, subset=piece, **kw)
+        done |= np.isin(owner, piece)
+        # the chunks of this and earlier pieces are decoded; the others untouched (sentinel)
+        assert as_bytes(out[done]) == as_bytes(expected[done])
+        assert (np.ascontiguousarray(out).view(np.uint8).reshape(*shape, 2)[~done] == 0xA5).all()
+    assert as_bytes(out) == as_bytes(expected)
+    assert np.array_equal(buf[~mask], before[~mask]), "wrote outside out"
+
+
+def test_subset_mode_first_last_and_empty():
+    rng = np.random.default_rng(22)
+    steps, objs = chain("zstd", 2)
+    sources, locs, _ = make_shard(rng, (2, 3), (4, 4), 2, objs)
+    kw = {"steps": steps, "chunk_shape": (4, 4), "region_start": (0, 0)}
+    whole = np.empty((8, 12), "u2")
+    decode_chunks(sources, locs, whole, **kw)
+    part = np.zeros_like(whole)
+    decode_chunks(sources, locs, part, subset=[5, 0, 3], first=1, last=3, **kw)  # chunks 0, 3
+    np.testing.assert_array_equal(part[0:4, 0:4], whole[0:4, 0:4])
+    np.testing.assert_array_equal(part[4:8, 0:4], whole[4:8, 0:4])
+    part[0:4, 0:4] = part[4:8, 0:4] = 0
+    assert not part.any()
+    decode_chunks(sources, locs, part, subset=np.array([], np.int64), **kw)
+    assert not part.any()
+    # a chunk past the end of its buffer is only an error when it is in the subset
+    bad = locs.copy()
+    bad[1, 2, 0] = len(sources[0]) + 1
+    decode_chunks(sources, bad, part, subset=[0, 1, 2], **kw)
+    with pytest.raises(ShardIndexError, match=r"inner chunk \(1, 2\)"):
+        decode_chunks(sources, bad, part, subset=[5], **kw)
+
+
+def test_subset_mode_errors():
+    rng = np.random.default_rng(23)
+    steps, objs = chain("zstd", 2)
+    sources, locs, _ = make_shard(rng, (2, 3), (4, 4), 2, objs)
+    kw = {"steps": steps, "chunk_shape": (4, 4)}
+    out = np.empty((4, 8), "u2")  # chunks (0, 1), (0, 2) of the shard
+    decode_chunks(sources, locs, out, region_start=(0, 4), subset=[1, 2], **kw)
+    for bad in ([0], [3], [1, 5], [-1], [6]):
+        with pytest.raises(ValueError, match="subset"):
+            decode_chunks(sources, locs, out, region_start=(0, 4), subset=bad, **kw)
+    with pytest.raises(ValueError, match="1-d"):
+        decode_chunks(sources, locs, out, region_start=(0, 4), subset=[[1, 2]], **kw)
+    with pytest.raises(ValueError, match="exclude each other"):
+        decode_chunks(sources, locs, np.empty((1, 4, 4), "u2"), region_start=(), chunks=[1],
+                      subset=[1], **kw)
+    with pytest.raises(ValueError, match="outside"):
+        decode_chunks(sources, locs, out, region_start=(0, 4), subset=[1, 2], first=1, last=3,
+                      **kw)
