@@ -31,6 +31,9 @@ DEFAULTS: dict[str, object] = {
     "dense_path": True,
     # below this many decoded bytes a read or write runs inline, without a thread hop
     "inline_bytes": 1 << 18,
+    # local files: a whole shard larger than this is read and decoded in pieces of about this
+    # many bytes, so that each thread holds one piece, not one shard; 0: whole shards
+    "piece_bytes": 1 << 20,
 }
 
 
@@ -43,6 +46,7 @@ class Options:
     strict: bool
     dense_path: bool
     inline_bytes: int
+    piece_bytes: int
 
 
 _CPUS = os.cpu_count() or 1
@@ -94,6 +98,9 @@ def _parse(user: object) -> Options:
             f"{PREFIX}.coalesce_max_gap_bytes must be >= 0 and coalesce_max_bytes >= 1, "
             f"got {gap} and {max_bytes}"
         )
+    piece = int(merged["piece_bytes"])
+    if piece < 0:
+        raise ValueError(f"{PREFIX}.piece_bytes must be >= 0 (0: whole shards), got {piece}")
     return Options(
         threads=threads,
         coalesce_max_gap_bytes=gap,
@@ -102,4 +109,5 @@ def _parse(user: object) -> Options:
         strict=_as_bool(merged["strict"]),
         dense_path=_as_bool(merged["dense_path"]),
         inline_bytes=int(merged["inline_bytes"]),
+        piece_bytes=piece,
     )

@@ -198,6 +198,11 @@ class _SyncGets:
     def __init__(self, getter: StorePath) -> None:
         self.getter, self.file, self.opened = getter, None, False
 
+    @property
+    def local(self) -> bool:
+        """Whether the key is a local file (read with ``pread``, any byte range for free)."""
+        return type(self.getter.store) is LocalStore
+
     def __call__(self, proto: BufferPrototype, byte_range: Any = None) -> np.ndarray | None:
         getter = self.getter
         if type(getter.store) is LocalStore and proto.buffer is _CPU_BUFFER:
@@ -447,14 +452,15 @@ class _ShardRead(_ShardJob):
             raw = None if off == _EMPTY or nb == 0 else shard[int(off) : int(off) + int(nb)]
             self.units.append((coords, raw, entry[1], entry[2]))
 
-    def ranges_after_index(self, raw_index: np.ndarray | None):
-        """Parse the index; return the coalesced groups of byte ranges still to fetch."""
+    def ranges_after_index(self, raw_index: np.ndarray | None, max_bytes: int | None = None):
+        """Parse the index; return the coalesced groups of byte ranges still to fetch (each at
+        most ``max_bytes`` long where given, else ``coalesce_max_bytes``)."""
         if raw_index is None:
             self.missing = True
             return None
         index = self.plan.index_of_range(raw_index, self.cps, self.opts.validate_checksums)
         if self.box is not None or self.points is not None:
-            return self._box_ranges(index)
+            return self._box_ranges(index, max_bytes)
         flat = index.reshape(-1, 2)
         strides = _c_strides(self.cps)
         wanted = []
@@ -476,7 +482,7 @@ class _ShardRead(_ShardJob):
         self._plan = plan
         return [RangeByteRequest(int(a), int(b)) for a, b in plan.groups]
 
-    def _box_ranges(self, index: np.ndarray):
+    def _box_ranges(self, index: np.ndarray, max_bytes: int | None = None):
         """Kernel mode: the touched non-empty chunks in coalesced reads (one kernel call)."""
         if self.points is not None:
             where = {"chunks": self.points[0]}
@@ -486,7 +492,7 @@ class _ShardRead(_ShardJob):
             index,
             **where,
             max_gap_bytes=self.opts.coalesce_max_gap_bytes,
-            max_coalesced_bytes=self.opts.coalesce_max_bytes,
+            max_coalesced_bytes=max_bytes or self.opts.coalesce_max_bytes,
         )
         self.units = range(self.n_touched)
         self.locs, self.groups = plan.locs, plan.groups
@@ -496,15 +502,20 @@ class _ShardRead(_ShardJob):
         self._ranges = plan.ranges.tolist()
         return [RangeByteRequest(a, b) for a, b in self._ranges]
 
+    @staticmethod
+    def _check_range(rng: tuple[int, int], data: np.ndarray | None) -> None:
+        start, stop = rng
+        if data is None or data.size < stop - start:
+            got = 0 if data is None else data.size
+            raise CorruptChunkError(
+                f"inner chunks lie past the end of the shard: bytes [{start}, {stop}) "
+                f"requested, {got} returned"
+            )
+
     def set_groups(self, groups: list[np.ndarray | None]) -> None:
         if self.box is not None or self.points is not None:
-            for (start, stop), data in zip(self._ranges, groups, strict=True):
-                if data is None or data.size < stop - start:
-                    got = 0 if data is None else data.size
-                    raise CorruptChunkError(
-                        f"inner chunks lie past the end of the shard: bytes [{start}, {stop}) "
-                        f"requested, {got} returned"
-                    )
+            for rng, data in zip(self._ranges, groups, strict=True):
+                self._check_range(rng, data)
             self.sources = groups
             return
         plan = self._plan
@@ -522,10 +533,14 @@ class _ShardRead(_ShardJob):
                 )
             self.units.append((entry[0], data[start : start + nb], entry[1], entry[2]))
 
-    def prepare_sync(self) -> None:
+    def prepare_sync(self, decode_now: bool = False) -> None:
+        """The IO; with ``decode_now`` a whole shard of a local file larger than ``piece_bytes``
+        is also decoded, piece by piece as it is read (nothing left in ``units``)."""
         get = _SyncGets(self.getter)
         try:
-            if self.whole:
+            if self.whole and decode_now and self._pieces_apply(get):
+                self._read_pieces(get)
+            elif self.whole:
                 self.set_whole(get(self.proto))
             else:
                 groups = self.ranges_after_index(
@@ -537,6 +552,55 @@ class _ShardRead(_ShardJob):
             raise _rekey(exc, self.key) from exc
         finally:
             get.close()
+
+    def _pieces_apply(self, get: _SyncGets) -> bool:
+        piece = self.opts.piece_bytes
+        return (
+            piece > 0
+            and self.box is not None
+            and get.local
+            and self.proto.buffer is _CPU_BUFFER
+            and self.n_chunks * self.bound.nbytes > piece
+        )
+
+    def _read_pieces(self, get: _SyncGets) -> None:
+        """A whole shard read in pieces of about ``piece_bytes`` (coalesced ranges of its
+        chunks), each decoded into the output as soon as it is read, then let go: the thread
+        holds one piece, not the shard (peak memory), and decodes from a piece still in its
+        cache. Empty chunks are filled last."""
+        requests = self.ranges_after_index(
+            get(self.index_proto, self.plan.index_range(self.n_chunks)),
+            self.opts.piece_bytes,
+        )
+        if self.missing:
+            return
+        bound = self.bound
+        (out, region_start) = self.box
+        groups = self.groups.reshape(-1)
+        order = np.argsort(groups, kind="stable")
+        bounds = np.searchsorted(groups[order], np.arange(-1, len(requests or ()) + 1))
+        sources: list[Any] = [b""] * max(1, len(requests or ()))
+        kw = dict(
+            steps=bound.kernel_steps,
+            chunk_shape=self.plan.chunk_shape,
+            region_start=region_start,
+            groups=self.groups,
+            fill_value=bound.fill_bytes,
+            swap_unit=bound.swap_unit,
+            validate=self.opts.validate_checksums,
+        )
+        try:
+            for r, req in enumerate(requests or ()):
+                data = get(self.proto, req)
+                self._check_range(self._ranges[r], data)
+                sources[r] = data
+                decode_chunks(sources, self.locs, out, subset=order[bounds[r + 1] : bounds[r + 2]],
+                              **kw)
+                sources[r] = b""
+            decode_chunks(sources, self.locs, out, subset=order[bounds[0] : bounds[1]], **kw)
+        except ZKernelsError as exc:
+            raise _rekey(exc, self.key) from exc
+        self.units = ()
 
     async def prepare_async(self, inline: bool) -> None:
         try:
@@ -1119,9 +1183,10 @@ class KernelCodecPipeline(CodecPipeline):
 
         def read_sync(sr: _ShardRead) -> bool:
             """IO, and the decode too when it is one batch: True when nothing is left."""
-            sr.prepare_sync()
+            one_batch = _parts(sr.n_touched, bound.nbytes, n_items, opts.threads) == 1
+            sr.prepare_sync(decode_now=one_batch)
             units = sr.units
-            if units and _parts(len(units), bound.nbytes, n_items, opts.threads) > 1:
+            if units and not one_batch:
                 return False
             if units:
                 sr.decode_units(units)

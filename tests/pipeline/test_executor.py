@@ -108,9 +108,9 @@ def test_read_error_while_setting_up_shards_waits_for_the_submitted_ones(tmp_pat
             raise RuntimeError("third shard")
         real_init(self, *args, **kwargs)
 
-    def prepare(self):
+    def prepare(self, *args, **kwargs):
         time.sleep(0.05)
-        real_prepare(self)
+        real_prepare(self, *args, **kwargs)
         finished.append(1)
 
     monkeypatch.setattr(zp._ShardRead, "__init__", init)
@@ -134,9 +134,9 @@ def test_reads_of_many_shards_start_before_all_are_set_up(tmp_path, monkeypatch)
             time.sleep(0.02)  # a slow set-up: the pool gets ahead of it
         events.append("init")
 
-    def prepare(self):
+    def prepare(self, *args, **kwargs):
         events.append("io")
-        real_prepare(self)
+        real_prepare(self, *args, **kwargs)
 
     monkeypatch.setattr(zp._ShardRead, "__init__", init)
     monkeypatch.setattr(zp._ShardRead, "prepare_sync", prepare)
