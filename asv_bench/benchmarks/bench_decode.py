@@ -159,6 +159,56 @@ class DecodeChunksThreads:
             t.join()
 
 
+class DecodeChunksPieces:
+    """The whole shard in one box-mode call vs in pieces of ~1 MiB of stored bytes, one
+    subset-mode call per piece, each piece copied out of the shard first (what a piecewise read
+    of a local file does after each ``pread``): the subset bookkeeping's cost, and what decoding
+    from a cache-sized piece gains."""
+
+    params = (["raw", *CHAINS], [1 << 18, 1 << 20])
+    param_names = ("chain", "piece_bytes")
+    timeout = 120
+
+    def setup(self, chain, piece_bytes):
+        from zkernels._coalesce import plan_chunk_reads
+
+        if chain == "raw":
+            self.steps = ()
+            data = np.arange(SHAPE[0] * SHAPE[1], dtype="<u2").reshape(SHAPE)
+            cps = tuple(s // c for s, c in zip(SHAPE, CHUNK))
+            blocks = data.reshape(cps[0], CHUNK[0], cps[1], CHUNK[1]).transpose(0, 2, 1, 3)
+            self.shard = np.ascontiguousarray(blocks).tobytes()
+            n = cps[0] * cps[1]
+            nb = CHUNK[0] * CHUNK[1] * 2
+            self.index = np.stack([np.arange(n, dtype=np.uint64) * nb,
+                                   np.full(n, nb, np.uint64)], axis=1).reshape(cps + (2,))
+        else:
+            self.steps, _ = _codecs(chain)
+            self.shard, self.index, _ = make_shard(chain)
+        self.out = np.ones(SHAPE, "<u2")
+        cps = self.index.shape[:-1]
+        plan = plan_chunk_reads(self.index, box=((0, 0), cps), max_gap_bytes=1 << 16,
+                                max_coalesced_bytes=piece_bytes)
+        self.ranges, self.locs, self.groups = plan.ranges.tolist(), plan.locs, plan.groups
+        g = self.groups.reshape(-1)
+        self.order = np.argsort(g, kind="stable")
+        self.bounds = np.searchsorted(g[self.order], np.arange(-1, len(self.ranges) + 1))
+        self.view = memoryview(self.shard)
+
+    def time_whole(self, chain, piece_bytes):
+        decode_chunks([self.shard], self.index, self.out, steps=self.steps, chunk_shape=CHUNK,
+                      region_start=(0, 0))
+
+    def time_pieces(self, chain, piece_bytes):
+        sources = [b""] * len(self.ranges)
+        for r, (a, b) in enumerate(self.ranges):
+            sources[r] = bytes(self.view[a:b])
+            decode_chunks(sources, self.locs, self.out, steps=self.steps, chunk_shape=CHUNK,
+                          region_start=(0, 0), groups=self.groups,
+                          subset=self.order[self.bounds[r + 1] : self.bounds[r + 2]])
+            sources[r] = b""
+
+
 def _best(*args, **kwargs):
     # standalone mode only: this script's folder is on sys.path
     from _timing import best
@@ -191,6 +241,18 @@ def _main() -> None:
         tt = _best(b.time_threads, chain, repeat=5)
         print(f"threads {chain:<18}: serial {ts * 1e3:.2f} ms, 2 threads {tt * 1e3:.2f} ms, "
               f"speed-up {ts / tt:.2f}x")
+    for chain in ["raw", *CHAINS]:
+        b = DecodeChunksPieces()
+        b.setup(chain, 1 << 20)
+        b.time_whole(chain, 1 << 20)
+        whole = b.out.copy()
+        b.out[...] = 1
+        b.time_pieces(chain, 1 << 20)
+        assert np.array_equal(b.out, whole)
+        tw = _best(b.time_whole, chain, 1 << 20, repeat=5)
+        tp = _best(b.time_pieces, chain, 1 << 20, repeat=5)
+        print(f"pieces {chain:<18}: whole {tw * 1e3:.2f} ms, 1 MiB pieces (copied out first) "
+              f"{tp * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,18 @@ def test_bad_option_is_a_clear_error():
             arr[:]
 
 
+@pytest.mark.parametrize(
+    "option,match",
+    [({"piece_bytes": -1}, "piece_bytes must be >= 0"), ({"threads": 0}, "threads must be >= 1"),
+     ({"coalesce_max_bytes": 0}, "coalesce_max_bytes >= 1")],
+)
+def test_bad_option_value_is_a_clear_error(option, match):
+    with zkernels.enabled(**option):
+        arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), chunks=(2,), dtype="i4")
+        with pytest.raises(ValueError, match=match):
+            arr[:]
+
+
 def test_pickle_round_trip():
     store = zarr.storage.MemoryStore()
     with zkernels.enabled():
