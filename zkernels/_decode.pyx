@@ -23,7 +23,8 @@ cimport numpy as cnp
 
 from zkernels._common cimport as_entry_table, zk_load_le32
 from zkernels._crc32c cimport zk_crc32c
-from zkernels._dense cimport MAXDIM, DenseArgs, copy_box, copy_chunk_from, init_box_args
+from zkernels._dense cimport (MAXDIM, DenseArgs, copy_box, copy_chunk_from,
+                              fence_streaming_stores, init_box_args)
 
 cdef extern from "zk_codecs.h" nogil:
     ctypedef struct zk_codec_api:
@@ -414,7 +415,7 @@ cdef const uint8_t[::1] _as_bytes(object buf):
 
 def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, groups=None,
                   first=0, last=None, fill_value=None, swap_unit=0, validate=True, chunks=None,
-                  subset=None):
+                  subset=None, streaming=False):
     """Decode inner chunks and copy each one's part of a box into `out`.
 
     Parameters
@@ -455,6 +456,9 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
         intersecting the box) into their part of `out`, in this order, and leave the rest of
         `out` alone; `first`, `last` index `subset`. Used to decode a shard piece by piece as
         its byte ranges arrive. Not with `chunks`.
+    streaming : bool
+        Box mode: write `out` with streaming (non-temporal) stores, which bypass the cache
+        (where its last axis is contiguous): faster for a large output nobody reads again soon.
 
     Raises
     ------
@@ -501,7 +505,7 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
         d.chunk_list = <const int64_t *>cnp.PyArray_DATA(chunks)
     else:
         keep = init_box_args(&d.box, out, chunk_shape, region_start, cps, fill_value, swap_unit,
-                             False)
+                             bool(streaming))
     if groups is not None:
         groups = np.ascontiguousarray(groups, dtype=np.int32)
         if groups.shape != cps:
@@ -555,6 +559,8 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
             status = decode_list_c(&d, &err)
         else:
             status = decode_box_c(&d, &err)
+        if d.box.nontemporal:
+            fence_streaming_stores()  # streaming stores are weakly ordered
     if status == DEC_OK:
         return None
     coords = tuple(int(c) for c in np.unravel_index(err.chunk, cps))

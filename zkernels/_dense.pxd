@@ -37,6 +37,10 @@ cdef struct DenseArgs:
 # `chunk_shape`, in stored byte order), or write the fill value there when `chunk` is NULL.
 cdef void copy_chunk_from(const DenseArgs *a, const Py_ssize_t *c, const uint8_t *chunk) noexcept nogil
 
+# Make streaming (non-temporal) stores visible to other threads: call once after a run of copies
+# with `a.nontemporal` set, before the output is handed back.
+cdef void fence_streaming_stores() noexcept nogil
+
 # Fill `a` from the Python-level arguments shared by the wrappers (validated; raises ValueError or
 # TypeError). Returns the fill pattern object, which must stay alive while `a` is used.
 cdef object init_box_args(DenseArgs *a, object out, tuple chunk_shape, tuple region_start,

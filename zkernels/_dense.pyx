@@ -686,6 +686,10 @@ cdef tuple _int_tuple(object seq, str what):
         raise TypeError(f"{what} must be a sequence of ints, not {seq!r}") from None
 
 
+cdef void fence_streaming_stores() noexcept nogil:
+    zk_sfence()
+
+
 cdef object init_box_args(DenseArgs *a, object out, tuple chunk_shape, tuple region_start,
                           tuple cps, object fill_value, object swap_unit, object streaming):
     """Validate the box arguments the wrappers share and fill `a` (all but the shard, index).

@@ -33,7 +33,7 @@ DEFAULTS: dict[str, object] = {
     "inline_bytes": 1 << 18,
     # local files: a whole shard larger than this is read and decoded in pieces of about this
     # many bytes, so that each thread holds one piece, not one shard; 0: whole shards
-    "piece_bytes": 1 << 20,
+    "piece_bytes": 1 << 26,
 }
 
 

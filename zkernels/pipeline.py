@@ -566,8 +566,7 @@ class _ShardRead(_ShardJob):
     def _read_pieces(self, get: _SyncGets) -> None:
         """A whole shard read in pieces of about ``piece_bytes`` (coalesced ranges of its
         chunks), each decoded into the output as soon as it is read, then let go: the thread
-        holds one piece, not the shard (peak memory), and decodes from a piece still in its
-        cache. Empty chunks are filled last."""
+        holds one piece, not the shard. Empty chunks are filled last."""
         requests = self.ranges_after_index(
             get(self.index_proto, self.plan.index_range(self.n_chunks)),
             self.opts.piece_bytes,
@@ -588,6 +587,7 @@ class _ShardRead(_ShardJob):
             fill_value=bound.fill_bytes,
             swap_unit=bound.swap_unit,
             validate=self.opts.validate_checksums,
+            streaming=self.out.nbytes >= _STREAMING_OUTPUT_BYTES,
         )
         try:
             for r, req in enumerate(requests or ()):

@@ -1189,3 +1189,24 @@ def test_subset_mode_errors():
     with pytest.raises(ValueError, match="outside"):
         decode_chunks(sources, locs, out, region_start=(0, 4), subset=[1, 2], first=1, last=3,
                       **kw)
+
+
+@pytest.mark.parametrize("codec", ["raw", "zstd", "blosc-lz4-shuffle"])
+@pytest.mark.parametrize("swap", [0, 2])
+def test_streaming_stores_write_the_same(codec, swap):
+    rng = np.random.default_rng(24)
+    steps, objs = chain(codec, 2)
+    sources, locs, groups = make_shard(rng, (3, 4), (8, 16), 2, objs, empty_frac=0.2, n_groups=2)
+    kw = {"steps": steps, "chunk_shape": (8, 16), "groups": groups, "fill_value": b"\x01\x02",
+          "swap_unit": swap}
+    for start, shape in [((0, 0), (24, 64)), ((3, 5), (17, 50))]:
+        plain = np.zeros(shape, "<u2")
+        decode_chunks(sources, locs, plain, region_start=start, **kw)
+        fast = np.zeros(shape, "<u2")
+        decode_chunks(sources, locs, fast, region_start=start, streaming=True, **kw)
+        np.testing.assert_array_equal(fast, plain)
+        view = np.zeros((shape[0] + 2, shape[1] + 7), "<u2")  # unaligned rows
+        decode_chunks(sources, locs, view[1:-1, 3:-4], region_start=start, streaming=True, **kw)
+        np.testing.assert_array_equal(view[1:-1, 3:-4], plain)
+        assert not view[0].any() and not view[-1].any()
+        assert not view[:, :3].any() and not view[:, -4:].any()
