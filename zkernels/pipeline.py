@@ -573,31 +573,22 @@ class _ShardRead(_ShardJob):
         )
         if self.missing:
             return
-        bound = self.bound
         (out, region_start) = self.box
         groups = self.groups.reshape(-1)
         order = np.argsort(groups, kind="stable")
         bounds = np.searchsorted(groups[order], np.arange(-1, len(requests or ()) + 1))
         sources: list[Any] = [b""] * max(1, len(requests or ()))
-        kw = dict(
-            steps=bound.kernel_steps,
-            chunk_shape=self.plan.chunk_shape,
-            region_start=region_start,
-            groups=self.groups,
-            fill_value=bound.fill_bytes,
-            swap_unit=bound.swap_unit,
-            validate=self.opts.validate_checksums,
-            streaming=self.out.nbytes >= _STREAMING_OUTPUT_BYTES,
-        )
+        streaming = self.out.nbytes >= _STREAMING_OUTPUT_BYTES
         try:
             for r, req in enumerate(requests or ()):
                 data = get(self.proto, req)
                 self._check_range(self._ranges[r], data)
                 sources[r] = data
-                decode_chunks(sources, self.locs, out, subset=order[bounds[r + 1] : bounds[r + 2]],
-                              **kw)
+                self._decode(sources, out, region_start,
+                             subset=order[bounds[r + 1] : bounds[r + 2]], streaming=streaming)
                 sources[r] = b""
-            decode_chunks(sources, self.locs, out, subset=order[bounds[0] : bounds[1]], **kw)
+            self._decode(sources, out, region_start, subset=order[bounds[0] : bounds[1]],
+                         streaming=streaming)
         except ZKernelsError as exc:
             raise _rekey(exc, self.key) from exc
         self.units = ()
@@ -646,6 +637,24 @@ class _ShardRead(_ShardJob):
         self.dense_ready = True
         return True
 
+    def _decode(self, sources: list, out: np.ndarray, region_start: tuple, **where: Any) -> None:
+        """``decode_chunks`` over this shard's planned chunks (``self.locs``/``self.groups``),
+        with the bound chain's steps, fill value and byte order; ``where`` picks the chunks."""
+        bound = self.bound
+        decode_chunks(
+            sources,
+            self.locs,
+            out,
+            groups=self.groups,
+            steps=bound.kernel_steps,
+            chunk_shape=self.plan.chunk_shape,
+            region_start=region_start,
+            fill_value=bound.fill_bytes,
+            swap_unit=bound.swap_unit,
+            validate=self.opts.validate_checksums,
+            **where,
+        )
+
     def decode_units(self, units) -> None:
         bound, validate = self.bound, self.opts.validate_checksums
         if self.points is not None or self.box is not None:
@@ -654,21 +663,8 @@ class _ShardRead(_ShardJob):
             else:
                 (out, region_start), chunks = self.box, None
             try:
-                decode_chunks(
-                    self.sources,
-                    self.locs,
-                    out,
-                    groups=self.groups,
-                    steps=bound.kernel_steps,
-                    chunk_shape=self.plan.chunk_shape,
-                    region_start=region_start,
-                    first=units.start,
-                    last=units.stop,
-                    fill_value=bound.fill_bytes,
-                    swap_unit=bound.swap_unit,
-                    validate=validate,
-                    chunks=chunks,
-                )
+                self._decode(self.sources, out, region_start, first=units.start,
+                             last=units.stop, chunks=chunks)
             except ZKernelsError as exc:
                 raise _rekey(exc, self.key) from exc
             return
