@@ -3,13 +3,17 @@ and ChunkReader."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import uuid
 from typing import Any
 
 import numpy as np
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.storage import LocalStore
 
-__all__ = ["LocalFile", "read_file"]
+__all__ = ["LocalFile", "read_file", "replace_file", "set_sync"]
 
 
 class LocalFile:
@@ -79,3 +83,101 @@ def read_file(path: str, byte_range: Any) -> np.ndarray | None:
         return f.read(byte_range)
     finally:
         f.close()
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _find_renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, musl >= 1.2.5
+    except (AttributeError, OSError, TypeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _find_renameat2()
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap the files at ``a`` and ``b`` in one step; False where that cannot be done here
+    (``b`` missing, no ``renameat2``, or a file system without ``RENAME_EXCHANGE``)."""
+    global _renameat2
+    fn = _renameat2
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOSYS:  # a kernel without the system call: stop asking
+        _renameat2 = None
+    if err in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def replace_file(path: str, data: Any) -> None:
+    """Write ``data`` as the file at ``path`` the way ``LocalStore.set_sync`` does (a new file
+    written beside it, then put in its place in one step: a reader sees the old file or the
+    new one, never a part), but an existing file is swapped out (``renameat2`` with
+    ``RENAME_EXCHANGE``) and then removed, not renamed over.
+
+    Why: ext4 (``auto_da_alloc``, on by default) starts writing a file to disk at once when
+    it is renamed over another, and the next replacement of that key waits for that write;
+    rewriting 16 shards of 8 MiB took 225 ms that way and 17 ms swapped (docs/performance.md).
+    Swapped, the new file reaches the disk on the kernel's usual schedule, as a new key's
+    file does with zarr. Where the swap is not available (another OS, a file system without
+    it, a new key) this is a plain ``os.replace``.
+    """
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    dirname = os.path.dirname(path)
+    if dirname:
+        os.makedirs(dirname, exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        finally:
+            os.close(fd)
+        if not _exchange(tmp, path):
+            os.replace(tmp, path)
+            return
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    # ``tmp`` is now the old file (the new one is in place)
+    try:
+        os.unlink(tmp)
+    except IsADirectoryError:
+        # ``path`` was a directory: put it back, and fail as ``os.replace`` would
+        _exchange(tmp, path)
+        os.unlink(tmp)
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path) from None
+
+
+def set_sync(store: Any, key: str, data: Any, proto: Any, swap: bool) -> None:
+    """``store.set_sync(key, data)`` (``delete_sync`` where ``data`` is None) for a store with
+    synchronous methods; an open, writable LocalStore's file is written with
+    :func:`replace_file` when ``swap`` (the ``swap_writes`` option) is on."""
+    if data is None:
+        store.delete_sync(key)
+    elif (
+        swap
+        and type(store) is LocalStore
+        and getattr(store, "_is_open", False)  # else set_sync opens it (and checks it)
+        and not store.read_only  # else set_sync raises zarr's own error
+    ):
+        replace_file(os.path.join(store.root, key), data)
+    else:
+        store.set_sync(key, proto.buffer.from_array_like(data))

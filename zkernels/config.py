@@ -34,6 +34,9 @@ DEFAULTS: dict[str, object] = {
     # local files: a whole shard larger than this is read and decoded in pieces of about this
     # many bytes, so that each thread holds one piece, not one shard; 0: whole shards
     "piece_bytes": 1 << 26,
+    # local files: replace an existing file by swapping a new one in (renameat2), not by
+    # renaming over it (which makes ext4 write it to disk at once); False: LocalStore.set_sync
+    "swap_writes": True,
 }
 
 
@@ -47,6 +50,7 @@ class Options:
     dense_path: bool
     inline_bytes: int
     piece_bytes: int
+    swap_writes: bool
 
 
 _CPUS = os.cpu_count() or 1
@@ -110,4 +114,5 @@ def _parse(user: object) -> Options:
         dense_path=_as_bool(merged["dense_path"]),
         inline_bytes=int(merged["inline_bytes"]),
         piece_bytes=piece,
+        swap_writes=_as_bool(merged["swap_writes"]),
     )

@@ -53,7 +53,7 @@ from zkernels._compat import read_results, regular_grid
 from zkernels._decode import decode_chunks
 from zkernels._dense import reconstruct_dense
 from zkernels._encode import concat_ranges, encode_chunks
-from zkernels._localio import LocalFile, read_file
+from zkernels._localio import LocalFile, read_file, set_sync
 from zkernels._scatter import is_fill, scatter
 from zkernels._selection import is_basic, is_slices, iter_chunks, project
 from zkernels._shard_index import check_dense, encode_shard_index, parse_shard_index
@@ -224,11 +224,10 @@ async def _get_async(
     return None if buf is None else buf.as_numpy_array()
 
 
-def _set_sync(getter: StorePath, proto: BufferPrototype, data: np.ndarray | None) -> None:
-    if data is None:
-        getter.store.delete_sync(getter.path)
-    else:
-        getter.store.set_sync(getter.path, proto.buffer.from_array_like(data))
+def _set_sync(
+    getter: StorePath, proto: BufferPrototype, data: np.ndarray | None, swap: bool
+) -> None:
+    set_sync(getter.store, getter.path, data, proto, swap)
 
 
 async def _set_async(getter: Any, proto: BufferPrototype, data: np.ndarray | None) -> None:
@@ -1315,14 +1314,15 @@ class KernelCodecPipeline(CodecPipeline):
         writes = [_ShardWrite(self._plan, it, value_arr, bound, opts) for it in items]
         # new shards assembled and waiting for the disk, at most this many at once
         in_flight = asyncio.Semaphore(2 * _executor.IO_THREADS)
+        swap = opts.swap_writes
 
         async def write_out(sw: _ShardWrite, data: np.ndarray | None) -> None:
             if type(sw.setter.store) is not LocalStore:  # a memory store: no wait to hide
-                _set_sync(sw.setter, sw.proto, data)
+                _set_sync(sw.setter, sw.proto, data, swap)
                 return
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(
-                _executor.get_io_pool(), _set_sync, sw.setter, sw.proto, data
+                _executor.get_io_pool(), _set_sync, sw.setter, sw.proto, data, swap
             )
 
         def whole_job(sw: _ShardWrite) -> np.ndarray | None:
@@ -1334,7 +1334,7 @@ class KernelCodecPipeline(CodecPipeline):
         async def one(sw: _ShardWrite) -> None:
             try:
                 if sw.sync and inline:
-                    _set_sync(sw.setter, sw.proto, whole_job(sw))
+                    _set_sync(sw.setter, sw.proto, whole_job(sw), swap)
                     return
                 n_units = len(sw.kchunks) if sw.kbox is not None else len(sw.entries)
                 if sw.sync and _parts(n_units, bound.nbytes, len(writes), opts.threads) == 1:
@@ -1393,7 +1393,7 @@ class KernelCodecPipeline(CodecPipeline):
             for item in batch:
                 proto = item[1].prototype
                 existing = None if item[4] else _get_sync(item[0], proto)
-                _set_sync(item[0], proto, new_bytes(item, existing))
+                _set_sync(item[0], proto, new_bytes(item, existing), opts.swap_writes)
 
         sync_items, async_items = _by_store(items)
         tasks = []

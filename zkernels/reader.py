@@ -61,7 +61,7 @@ from zkernels import _executor
 from zkernels._coalesce import coalesce_ranges
 from zkernels._codecs import BoundChain, Unsupported
 from zkernels._compat import chunk_spec
-from zkernels._localio import read_file
+from zkernels._localio import read_file, set_sync
 from zkernels._scatter import scatter
 from zkernels.config import Options, options
 from zkernels.errors import CorruptChunkError, ZKernelsError
@@ -185,6 +185,7 @@ class _ArrayPlan:
         self.validate = opts.validate_checksums
         self.max_gap = opts.coalesce_max_gap_bytes
         self.max_coalesced = opts.coalesce_max_bytes
+        self.swap_writes = opts.swap_writes
         try:
             # v2: the chunks are the stored objects (zarr 3.2 deprecates v2 metadata.chunk_grid)
             grid = metadata.chunks if v2 else metadata.chunk_grid.chunk_shape
@@ -600,10 +601,7 @@ class _Source:
 
     def set_blocking(self, key: str, data: np.ndarray | None) -> None:
         if self.sync:
-            if data is None:
-                self.store.delete_sync(key)
-            else:
-                self.store.set_sync(key, _PROTO.buffer.from_array_like(data))
+            set_sync(self.store, key, data, _PROTO, self.plan.swap_writes)
             return
 
         async def go() -> None:

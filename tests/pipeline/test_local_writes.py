@@ -1,0 +1,151 @@
+"""Local files written by swapping (``swap_writes``): the same stored bytes as zarr's
+``LocalStore``, a reader of the old file never sees a mix, nothing left behind on errors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from zkernels import _localio
+from zkernels._localio import replace_file, set_sync
+
+DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+ZK = "zkernels.KernelCodecPipeline"
+PROTO = default_buffer_prototype()
+needs_exchange = pytest.mark.skipif(
+    _localio._renameat2 is None, reason="no renameat2 here: replace_file is os.replace"
+)
+
+
+def _read(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _files(root) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
+
+
+def test_new_and_replaced_files(tmp_path):
+    path = str(tmp_path / "a" / "b" / "c")
+    replace_file(path, np.arange(10, dtype=np.uint8))
+    assert _read(path) == bytes(range(10))
+    replace_file(path, np.arange(3, dtype=np.uint16))  # any contiguous array: its bytes
+    assert _read(path) == np.arange(3, dtype=np.uint16).tobytes()
+    replace_file(path, np.zeros(0, dtype=np.uint8))
+    assert _read(path) == b""
+    assert _files(tmp_path) == ["a/b/c"]
+
+
+@needs_exchange
+def test_old_file_stays_whole_for_its_reader(tmp_path, monkeypatch):
+    """A reader holding the old file reads the old bytes after the write (a new file was
+    swapped in: not written over in place), and the swap was what put it there."""
+    path = str(tmp_path / "k")
+    replace_file(path, np.full(1 << 16, 1, dtype=np.uint8))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+
+        def no_replace(*a, **k):
+            raise AssertionError("an existing file must be swapped, not renamed over")
+
+        monkeypatch.setattr(_localio.os, "replace", no_replace)
+        replace_file(path, np.full(100, 2, dtype=np.uint8))
+        assert os.pread(fd, 1 << 17, 0) == b"\x01" * (1 << 16)
+    finally:
+        os.close(fd)
+    assert _read(path) == b"\x02" * 100
+    assert _files(tmp_path) == ["k"]
+
+
+def test_without_exchange_falls_back_to_replace(tmp_path, monkeypatch):
+    monkeypatch.setattr(_localio, "_renameat2", None)
+    path = str(tmp_path / "k")
+    replace_file(path, np.full(5, 1, dtype=np.uint8))
+    replace_file(path, np.full(7, 2, dtype=np.uint8))
+    assert _read(path) == b"\x02" * 7
+    assert _files(tmp_path) == ["k"]
+
+
+def test_directory_in_the_way_is_refused_and_kept(tmp_path):
+    path = tmp_path / "k"
+    (path / "inner").mkdir(parents=True)
+    (path / "inner" / "f").write_bytes(b"x")
+    with pytest.raises(IsADirectoryError):
+        replace_file(str(path), np.ones(4, dtype=np.uint8))
+    assert _files(tmp_path) == ["k/inner/f"]
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    path = str(tmp_path / "k")
+    replace_file(path, np.full(4, 1, dtype=np.uint8))
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_localio.os, "write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        replace_file(path, np.full(8, 2, dtype=np.uint8))
+    assert _read(path) == b"\x01" * 4  # the old file, untouched
+    assert _files(tmp_path) == ["k"]
+
+
+def test_set_sync_routes(tmp_path, monkeypatch):
+    """Swapped only for an open, writable LocalStore with the option on; zarr's set_sync
+    otherwise (which opens the store, or raises its own read-only error)."""
+    calls = []
+    monkeypatch.setattr(_localio, "replace_file", lambda p, d: calls.append(p))
+    store = zarr.storage.LocalStore(tmp_path / "s")
+    data = np.ones(3, dtype=np.uint8)
+    set_sync(store, "x", data, PROTO, True)  # not open yet: zarr's own path opens it
+    assert calls == [] and (tmp_path / "s" / "x").read_bytes() == b"\x01" * 3
+    set_sync(store, "y", data, PROTO, True)
+    assert calls == [os.path.join(store.root, "y")]
+    set_sync(store, "z", data, PROTO, False)
+    assert len(calls) == 1 and (tmp_path / "s" / "z").read_bytes() == b"\x01" * 3
+    set_sync(store, "z", None, PROTO, True)
+    assert not (tmp_path / "s" / "z").exists()
+    ro = zarr.storage.LocalStore(tmp_path / "s", read_only=True)
+    sync(ro._open())  # open: the read-only check is zarr's, not a side effect of opening
+    with pytest.raises(ValueError, match="read-only"):
+        set_sync(ro, "w", data, PROTO, True)
+    assert len(calls) == 1
+    mem = zarr.storage.MemoryStore()
+    set_sync(mem, "m", data, PROTO, True)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("swap", [True, False])
+@pytest.mark.parametrize("compressors", [None, "auto"])
+def test_rewrites_match_zarrs_store(tmp_path, swap, compressors):
+    """Writes, rewrites and partial writes of a sharded array: the same files and bytes as
+    zarr's default pipeline writes with LocalStore, no stray files."""
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 1000, (96, 80), dtype=np.uint16)
+    roots = {}
+    for name, path, opts in (
+        ("default", DEFAULT, {}),
+        ("zk", ZK, {"swap_writes": swap}),
+    ):
+        root = tmp_path / name
+        with zarr.config.set({"codec_pipeline.path": path, "codec_pipeline.zkernels": opts}):
+            arr = zarr.create_array(
+                zarr.storage.LocalStore(root), shape=data.shape, chunks=(32, 40),
+                shards=(64, 80), dtype=data.dtype, compressors=compressors, fill_value=0,
+            )
+            arr[:] = data
+            arr[:] = data + 1
+            arr[5:40, 7:9] = 9
+            arr[64:, :] = 0  # a shard of fill values only: deleted
+            arr[0:1, 0:1] = 4
+        roots[name] = root
+    assert _files(roots["zk"]) == _files(roots["default"])
+    for rel in _files(roots["default"]):
+        assert (roots["zk"] / rel).read_bytes() == (roots["default"] / rel).read_bytes(), rel
