@@ -134,7 +134,9 @@ def replace_file(path: str, data: Any) -> None:
     file does with zarr. Where the swap is not available (another OS, a file system without
     it, a new key) this is a plain ``os.replace``.
     """
-    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data)
+    view = memoryview(data).cast("B")
     dirname = os.path.dirname(path)
     if dirname:
         os.makedirs(dirname, exist_ok=True)

@@ -39,6 +39,10 @@ def test_new_and_replaced_files(tmp_path):
     assert _read(path) == bytes(range(10))
     replace_file(path, np.arange(3, dtype=np.uint16))  # any contiguous array: its bytes
     assert _read(path) == np.arange(3, dtype=np.uint16).tobytes()
+    replace_file(path, np.arange(12, dtype=np.uint8).reshape(3, 4)[:, ::2])  # not contiguous
+    assert _read(path) == bytes([0, 2, 4, 6, 8, 10])
+    replace_file(path, b"raw bytes")
+    assert _read(path) == b"raw bytes"
     replace_file(path, np.zeros(0, dtype=np.uint8))
     assert _read(path) == b""
     assert _files(tmp_path) == ["a/b/c"]
