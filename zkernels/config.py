@@ -33,7 +33,7 @@ DEFAULTS: dict[str, object] = {
     "inline_bytes": 1 << 18,
     # local files: a whole shard larger than this is read and decoded in pieces of about this
     # many bytes, so that each thread holds one piece, not one shard; 0: whole shards
-    "piece_bytes": 1 << 26,
+    "piece_bytes": 1 << 21,
     # local files: replace an existing file by swapping a new one in (renameat2), not by
     # renaming over it (which makes ext4 write it to disk at once); False: LocalStore.set_sync
     "swap_writes": True,
