@@ -39,11 +39,20 @@ cdef extern from "zk_codecs.h" nogil:
         int (*blosc_decompress_ctx)(const void *src, void *dest, size_t destsize, int nthreads) noexcept nogil
         void (*blosc_cbuffer_sizes)(const void *cbuffer, size_t *nbytes, size_t *cbytes,
                                     size_t *blocksize) noexcept nogil
+        int (*lz4_decompress_safe)(const char *src, char *dst, int compressed_size,
+                                   int dst_capacity) noexcept nogil
     zk_codec_api zk_api
     int zk_codecs_set(const char *name, uintptr_t addr)
     int zk_zstd_ready()
     int zk_blosc_ready()
     void *zk_zstd_dctx(int *owned)
+
+cdef extern from "zk_blosc.h" nogil:
+    int ZK_BLOSC_OTHER
+    ctypedef int (*zk_lz4_decompress_safe_t)(const char *src, char *dst, int compressed_size,
+                                              int dst_capacity) noexcept nogil
+    int zk_blosc_lz4(zk_lz4_decompress_safe_t lz4, const uint8_t *src, uint8_t *dest,
+                     int32_t destsize, uint8_t *tmp)
 
 import operator
 
@@ -120,8 +129,11 @@ cdef struct DecodeError:
 # one chunk
 
 cdef int decode_one(const DecodeArgs *d, const uint8_t *p, uint64_t n, uint8_t *scratch,
-                    void *dctx, const uint8_t **result, DecodeError *err) noexcept nogil:
-    """Run the steps over one chunk's stored bytes; `*result` = its decoded bytes."""
+                    uint8_t *tmp, void *dctx, const uint8_t **result,
+                    DecodeError *err) noexcept nogil:
+    """Run the steps over one chunk's stored bytes; `*result` = its decoded bytes (`scratch`
+    after a decompressor). `tmp`: a second chunk-sized buffer for blosc's lz4 frames (NULL:
+    c-blosc does them all)."""
     cdef uint64_t expected = d.box.chunk_nbytes
     cdef uint32_t stored, computed
     cdef unsigned long long fcs
@@ -163,7 +175,12 @@ cdef int decode_one(const DecodeArgs *d, const uint8_t *p, uint64_t n, uint8_t *
             if nb != expected:
                 err.got = <long long>zk_load_le32(p + 4)  # the header's nbytes, unsigned
                 return DEC_SIZE
-            ret = zk_api.blosc_decompress_ctx(p, scratch, <size_t>expected, 1)
+            ret = ZK_BLOSC_OTHER
+            if tmp != NULL and expected <= 0x7FFFFFFF:  # lz4 frames: see zk_blosc.h
+                ret = zk_blosc_lz4(zk_api.lz4_decompress_safe, p, scratch, <int32_t>expected,
+                                   tmp)
+            if ret == ZK_BLOSC_OTHER:
+                ret = zk_api.blosc_decompress_ctx(p, scratch, <size_t>expected, 1)
             if ret < 0 or <uint64_t>ret != expected:
                 err.got = ret if ret < 0 else -2
                 return DEC_BLOSC
@@ -211,11 +228,17 @@ cdef int decode_list_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
     cdef const uint8_t *chunk
     cdef const uint8_t *src
     cdef uint8_t *slot
+    cdef uint8_t *tmp = NULL
     cdef void *dctx = NULL
     for k in range(d.n_steps):
+        if d.steps[k] == STEP_BLOSC and tmp == NULL and zk_api.lz4_decompress_safe != NULL:
+            tmp = <uint8_t *>malloc(<size_t>a.chunk_nbytes if a.chunk_nbytes > 0 else 1)
+            if tmp == NULL:
+                return DEC_NOMEM
         if d.steps[k] == STEP_ZSTD and dctx == NULL:
             dctx = zk_zstd_dctx(&owned)
             if dctx == NULL:
+                free(tmp)
                 return DEC_NOMEM
     for i in range(d.first, d.last):
         lin = <Py_ssize_t>d.chunk_list[i]
@@ -228,13 +251,14 @@ cdef int decode_list_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
         if status != DEC_OK:
             break
         # the slot is the decompressor's output: no copy after it
-        status = decode_one(d, src, nb, slot, dctx, &chunk, err)
+        status = decode_one(d, src, nb, slot, tmp, dctx, &chunk, err)
         if status != DEC_OK:
             break
         if chunk != slot:
             memcpy(slot, chunk, <size_t>a.chunk_nbytes)
         if a.swap_unit != 0:  # in place: every unit is loaded before it is stored
             copy_box(slot, a.chunk_strides, slot, a.chunk_strides, a.chunk_shape, a.ndim, a)
+    free(tmp)
     if owned:
         zk_api.zstd_freeDCtx(dctx)
     return status
@@ -251,17 +275,26 @@ cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
     cdef const uint8_t *chunk
     cdef const uint8_t *src
     cdef uint8_t *scratch = NULL
+    cdef uint8_t *tmp = NULL
     cdef void *dctx = NULL
+    cdef size_t chunk_cap = <size_t>a.chunk_nbytes if a.chunk_nbytes > 0 else 1
+    cdef bint blosc_tmp = False
     if d.first >= d.last:
         return DEC_OK
     for k in range(nd):
         lo[k] = a.region_start[k] // a.chunk_shape[k]
         cnt[k] = (a.region_start[k] + a.out_shape[k] - 1) // a.chunk_shape[k] + 1 - lo[k]
     for k in range(d.n_steps):
+        if d.steps[k] == STEP_BLOSC and zk_api.lz4_decompress_safe != NULL:
+            blosc_tmp = True
+    for k in range(d.n_steps):
         if d.steps[k] != STEP_CRC32C and scratch == NULL:
-            scratch = <uint8_t *>malloc(<size_t>a.chunk_nbytes if a.chunk_nbytes > 0 else 1)
+            # with blosc, a second chunk-sized buffer after it: zk_blosc_lz4's `tmp`
+            scratch = <uint8_t *>malloc(chunk_cap * (2 if blosc_tmp else 1))
             if scratch == NULL:
                 return DEC_NOMEM
+            if blosc_tmp:
+                tmp = scratch + chunk_cap
         if d.steps[k] == STEP_ZSTD and dctx == NULL:
             dctx = zk_zstd_dctx(&owned)
             if dctx == NULL:
@@ -290,7 +323,7 @@ cdef int decode_box_c(const DecodeArgs *d, DecodeError *err) noexcept nogil:
         elif status != DEC_OK:
             break
         else:
-            status = decode_one(d, src, nb, scratch, dctx, &chunk, err)
+            status = decode_one(d, src, nb, scratch, tmp, dctx, &chunk, err)
             if status != DEC_OK:
                 break
             copy_chunk_from(a, c, chunk)
@@ -315,11 +348,12 @@ _ZSTD_SYMBOLS = ("ZSTD_createDCtx", "ZSTD_freeDCtx", "ZSTD_decompressDCtx",
                  "ZSTD_getFrameContentSize", "ZSTD_isError", "ZSTD_getErrorName",
                  "ZSTD_versionNumber")
 _BLOSC_SYMBOLS = ("blosc_decompress_ctx", "blosc_cbuffer_sizes")
+_BLOSC_OPTIONAL = ("LZ4_decompress_safe",)  # lz4 frames decoded by zk_blosc.h
 _LIBRARIES = {}
 
 
-def _install(kind, module_name, system_name, symbols):
-    found = _libs.find(module_name, system_name, symbols)
+def _install(kind, module_name, system_name, symbols, optional=()):
+    found = _libs.find(module_name, system_name, symbols, optional)
     if found is None:
         return
     label, addrs = found
@@ -329,7 +363,7 @@ def _install(kind, module_name, system_name, symbols):
 
 
 _install("zstd", "numcodecs.zstd", "zstd", _ZSTD_SYMBOLS)
-_install("blosc", "numcodecs.blosc", "blosc", _BLOSC_SYMBOLS)
+_install("blosc", "numcodecs.blosc", "blosc", _BLOSC_SYMBOLS, _BLOSC_OPTIONAL)
 if "zstd" in _LIBRARIES and zk_api.zstd_versionNumber != NULL:
     _v = zk_api.zstd_versionNumber()
     _LIBRARIES["zstd"] += f", libzstd {_v // 10000}.{_v // 100 % 100}.{_v % 100}"
@@ -341,6 +375,27 @@ def codec_libraries():
     A library that is absent is missing from the dict; chunks using it are decoded in Python.
     """
     return dict(_LIBRARIES)
+
+
+def blosc_lz4_frame(frame, Py_ssize_t nbytes):
+    """zk_blosc.h's decoder alone (tests): the ``nbytes`` bytes a blosc1 frame decodes to, or
+    None where it leaves the frame to c-blosc (another codec, bitshuffle, memcpyed, a failed
+    check) or LZ4_decompress_safe was not found."""
+    cdef const uint8_t[::1] src = memoryview(frame).cast("B")
+    if src.shape[0] < 16 or nbytes < 0 or nbytes > 0x7FFFFFFF:
+        return None
+    if <Py_ssize_t>zk_load_le32(&src[0] + 12) > src.shape[0]:
+        return None  # the header's compressed size: the caller's check
+    out = bytearray(max(nbytes, 1))
+    tmp = bytearray(max(nbytes, 1))
+    cdef uint8_t[::1] o = out
+    cdef uint8_t[::1] t = tmp
+    cdef int ret
+    with nogil:
+        ret = zk_blosc_lz4(zk_api.lz4_decompress_safe, &src[0], &o[0], <int32_t>nbytes, &t[0])
+    if ret == ZK_BLOSC_OTHER:
+        return None
+    return bytes(out[:ret])
 
 
 def can_decode(steps):

@@ -30,9 +30,13 @@ def _candidates(module_name: str, system_name: str | None) -> Iterator[tuple[str
 
 
 def find(
-    module_name: str, system_name: str | None, symbols: tuple[str, ...]
+    module_name: str,
+    system_name: str | None,
+    symbols: tuple[str, ...],
+    optional: tuple[str, ...] = (),
 ) -> tuple[str, dict[str, int]] | None:
-    """The first library exporting every one of ``symbols``: (label, {symbol: address})."""
+    """The first library exporting every one of ``symbols``: (label, {symbol: address}), with
+    those of ``optional`` it also exports."""
     for label, path in _candidates(module_name, system_name):
         try:
             lib = ctypes.CDLL(path)
@@ -40,5 +44,9 @@ def find(
         except (OSError, AttributeError):
             continue
         if all(addrs.values()):
+            for s in optional:
+                addr = ctypes.cast(getattr(lib, s, None) or 0, ctypes.c_void_p).value
+                if addr:
+                    addrs[s] = addr
             return label, addrs  # type: ignore[return-value]
     return None

@@ -1210,3 +1210,147 @@ def test_streaming_stores_write_the_same(codec, swap):
         np.testing.assert_array_equal(view[1:-1, 3:-4], plain)
         assert not view[0].any() and not view[-1].any()
         assert not view[:, :3].any() and not view[:, -4:].any()
+
+
+# ------------------------------------------------------------------------------------------------
+# blosc lz4 frames decoded by zk_blosc.h (no c-blosc call, no per-chunk allocation)
+
+from zkernels._decode import blosc_lz4_frame  # noqa: E402
+
+
+def _blosc_frame(data: np.ndarray, cname: str, clevel: int, shuffle: int):
+    return numcodecs.blosc.compress(data, cname.encode(), clevel, shuffle)
+
+
+def _blosc_data(kind: str, n_items: int, typesize: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    raw = {
+        "random": lambda n: rng.integers(0, 256, n, dtype=np.uint8),
+        "ramp": lambda n: (np.arange(n) // 7).astype(np.uint8),
+        "smooth": lambda n: np.cumsum(rng.integers(-2, 3, n)).astype(np.uint8),
+        "zeros": lambda n: np.zeros(n, np.uint8),
+    }[kind](n_items * typesize)
+    return raw.view(f"V{typesize}") if typesize > 1 else raw
+
+
+@pytest.mark.parametrize("typesize", [1, 2, 3, 4, 8, 16, 17, 32])
+@pytest.mark.parametrize("cname", ["lz4", "lz4hc"])
+@pytest.mark.parametrize("shuffle", [numcodecs.Blosc.NOSHUFFLE, numcodecs.Blosc.SHUFFLE])
+def test_blosc_lz4_frames_as_c_blosc(typesize, cname, shuffle):
+    """Every lz4 frame c-blosc writes (any type size, block size, leftover block, split or
+    not) decodes here to c-blosc's bytes; only memcpyed frames are left to c-blosc."""
+    taken = 0
+    # c-blosc picks the block size from the data size (numcodecs passes no other): small
+    # frames are one block, split into typesize streams from 128 items on; large ones several
+    # blocks, the last one short
+    for kind, n_items, clevel in itertools.product(
+        ["random", "ramp", "smooth", "zeros"], [1, 100, 127, 128, 129, 4096, 40_000, 70_001],
+        [1, 9],
+    ):
+        data = _blosc_data(kind, n_items, typesize, n_items + typesize)
+        frame = _blosc_frame(data, cname, clevel, shuffle)
+        got = blosc_lz4_frame(frame, data.nbytes)
+        memcpyed = frame[2] & 0x02
+        if memcpyed:
+            assert got is None
+            continue
+        taken += 1
+        assert got == numcodecs.blosc.decompress(frame), (kind, n_items, clevel)
+        assert got == data.tobytes()
+    assert taken >= 16  # the fast path is really the one checked
+
+
+@pytest.mark.parametrize(
+    "cname,shuffle",
+    [("blosclz", numcodecs.Blosc.SHUFFLE), ("zstd", numcodecs.Blosc.NOSHUFFLE),
+     ("zlib", numcodecs.Blosc.SHUFFLE), ("lz4", numcodecs.Blosc.BITSHUFFLE)],
+)
+def test_blosc_other_frames_left_to_c_blosc(cname, shuffle):
+    data = _blosc_data("ramp", 4096, 2, 1)
+    frame = _blosc_frame(data, cname, 5, shuffle)
+    assert blosc_lz4_frame(frame, data.nbytes) is None
+    # and the kernel still decodes them (through blosc_decompress_ctx)
+    out = np.empty(4096, "<u2")
+    locs = np.array([[0, len(frame)]], dtype=np.uint64)
+    src = np.frombuffer(frame, np.uint8)
+    decode_chunks([src], locs, out, steps=("blosc",), chunk_shape=(4096,), region_start=(0,))
+    assert out.tobytes() == data.tobytes()
+
+
+def test_blosc_lz4_frame_checks():
+    """Frames whose header or block table does not hold together are left to c-blosc (which
+    then reports the error), never read past their bytes."""
+    data = _blosc_data("ramp", 8192, 2, 3)
+    frame = bytearray(_blosc_frame(data, "lz4", 5, numcodecs.Blosc.SHUFFLE))
+    assert not frame[2] & 0x02  # compressed, not memcpyed
+    assert blosc_lz4_frame(bytes(frame), data.nbytes) == data.tobytes()
+    bad = {
+        "version": (0, 3), "lz4 version": (1, 2), "future flag": (2, frame[2] | 0x08),
+        "typesize 0": (3, 0),
+    }
+    for what, (pos, value) in bad.items():
+        f = bytearray(frame)
+        f[pos] = value
+        assert blosc_lz4_frame(bytes(f), data.nbytes) is None, what
+    for what, (pos, value) in {
+        "blocksize past the output": (8, data.nbytes * 2), "blocksize 0": (8, 0),
+        "nbytes past the output": (4, data.nbytes + 1), "block table past the frame": (12, 17),
+        "first block start past the frame": (16, len(frame)),
+        "first block start negative": (16, 0xFFFFFFF0),
+    }.items():
+        f = bytearray(frame)
+        f[pos : pos + 4] = int(value).to_bytes(4, "little")
+        assert blosc_lz4_frame(bytes(f), data.nbytes) is None, what
+    assert blosc_lz4_frame(bytes(frame), data.nbytes - 2) is None  # output too small
+    # a corrupted lz4 stream: left to c-blosc, whose error the kernel reports
+    f = bytearray(frame)
+    start = int.from_bytes(f[16:20], "little") + 4
+    f[start + 4 : start + 40] = b"\xff" * 36
+    out = np.empty(8192, "<u2")
+    src = np.frombuffer(bytes(f), np.uint8)
+    locs = np.array([[0, len(f)]], dtype=np.uint64)
+    ours = blosc_lz4_frame(bytes(f), data.nbytes)
+    try:
+        theirs = numcodecs.blosc.decompress(bytes(f))
+    except RuntimeError:
+        theirs = None
+    assert ours == theirs or ours is None
+    if theirs is None:
+        with pytest.raises(CorruptChunkError, match="blosc"):
+            decode_chunks([src], locs, out, steps=("blosc",), chunk_shape=(8192,),
+                          region_start=(0,))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    typesize=st.sampled_from([1, 2, 4, 8]),
+    n_flips=st.integers(1, 8),
+)
+def test_blosc_lz4_corrupted_frames_agree_with_c_blosc(seed, typesize, n_flips):
+    """Random damage after the header: the kernel gives c-blosc's bytes or raises our error
+    exactly where c-blosc fails (never a crash, never different bytes)."""
+    rng = np.random.default_rng(seed)
+    data = _blosc_data("ramp", 4096 // typesize, typesize, seed)
+    frame = bytearray(_blosc_frame(data, "lz4", 5, numcodecs.Blosc.SHUFFLE))
+    assert blosc_lz4_frame(bytes(frame), 4096) == data.tobytes()
+    for pos in rng.integers(16, len(frame), n_flips):
+        frame[pos] = int(rng.integers(0, 256))
+    frame = bytes(frame)
+    try:
+        theirs = numcodecs.blosc.decompress(frame)
+    except RuntimeError:
+        theirs = None
+    ours = blosc_lz4_frame(frame, 4096)
+    if ours is not None:
+        assert ours == theirs
+    out = np.empty(4096, np.uint8)
+    src = np.frombuffer(frame, np.uint8)
+    locs = np.array([[0, len(frame)]], dtype=np.uint64)
+    kw = dict(steps=("blosc",), chunk_shape=(4096,), region_start=(0,))
+    if theirs is None or len(theirs) != 4096:
+        with pytest.raises(CorruptChunkError):
+            decode_chunks([src], locs, out, **kw)
+    else:
+        decode_chunks([src], locs, out, **kw)
+        assert out.tobytes() == theirs

@@ -41,6 +41,9 @@ typedef struct {
     int (*blosc_decompress_ctx)(const void *src, void *dest, size_t destsize, int nthreads);
     void (*blosc_cbuffer_sizes)(const void *cbuffer, size_t *nbytes, size_t *cbytes,
                                 size_t *blocksize);
+    /* the LZ4 inside c-blosc, for the frames zk_blosc.h decodes itself (optional) */
+    int (*lz4_decompress_safe)(const char *src, char *dst, int compressed_size,
+                               int dst_capacity);
 } zk_codec_api;
 
 static zk_codec_api zk_api;
@@ -67,6 +70,7 @@ static int zk_codecs_set(const char *name, uintptr_t addr) {
     ZK_SET(zstd_compressBound, "ZSTD_compressBound")
     ZK_SET(blosc_decompress_ctx, "blosc_decompress_ctx")
     ZK_SET(blosc_cbuffer_sizes, "blosc_cbuffer_sizes")
+    ZK_SET(lz4_decompress_safe, "LZ4_decompress_safe")
 #undef ZK_SET
     return 0;
 }
