@@ -74,6 +74,20 @@ class LocalFile:
         return np.frombuffer(data, dtype=np.uint8)
 
 
+    def read_into(self, start: int, buf: np.ndarray) -> np.ndarray:
+        """Bytes ``[start, start + buf.size)`` read into ``buf`` (uint8, reused by the caller:
+        no fresh pages to fault in per read); the part read, shorter only at the end of the
+        file."""
+        fd, got, n = self.fd, 0, buf.size
+        view = memoryview(buf)
+        while got < n:
+            k = os.preadv(fd, [view[got:]], start + got)
+            if k <= 0:
+                break
+            got += k
+        return buf[:got]
+
+
 def read_file(path: str, byte_range: Any) -> np.ndarray | None:
     """``LocalFile`` opened, read once and closed: one request's bytes (None: no file)."""
     f = LocalFile.open(path)

@@ -171,3 +171,34 @@ def test_hypothesis_pieces_vs_default(tmp_path_factory, data, comp, dtype, endia
     piece = data.draw(st.sampled_from([1, 9, 50, 300]))
     got = _read(path, piece_bytes=piece, inline_bytes=data.draw(st.sampled_from([0, 1 << 18])))
     np.testing.assert_array_equal(got, want)
+
+
+def test_read_into_reused_buffer(tmp_path):
+    """LocalFile.read_into fills the caller's buffer (the piece buffer each thread reuses) and
+    returns only what the file holds past ``start``."""
+    import numpy as np
+
+    from zkernels._localio import LocalFile
+
+    data = np.random.default_rng(0).integers(0, 256, 10_000, dtype=np.uint8)
+    path = tmp_path / "f"
+    path.write_bytes(data.tobytes())
+    f = LocalFile.open(str(path))
+    try:
+        buf = np.zeros(4096, np.uint8)
+        got = f.read_into(100, buf)
+        assert np.shares_memory(got, buf) and np.array_equal(got, data[100:4196])
+        got = f.read_into(8000, buf)  # past the end: the 2,000 bytes there are
+        assert got.size == 2000 and np.array_equal(got, data[8000:])
+        assert f.read_into(20_000, buf).size == 0
+    finally:
+        f.close()
+
+
+def test_piece_buffer_reused_and_bounded():
+    from zkernels.pipeline import _piece_buffer
+
+    a = _piece_buffer(1000, 4096)
+    assert a is not None and a.size >= 4096
+    assert _piece_buffer(3000, 4096) is a  # reused, not reallocated
+    assert _piece_buffer(9000, 4096) is None  # oversized: a buffer of its own
