@@ -73,7 +73,6 @@ class LocalFile:
             data = b"".join(parts)
         return np.frombuffer(data, dtype=np.uint8)
 
-
     def read_into(self, start: int, buf: np.ndarray) -> np.ndarray:
         """Bytes ``[start, start + buf.size)`` read into ``buf`` (uint8, reused by the caller:
         no fresh pages to fault in per read); the part read, shorter only at the end of the

@@ -23,7 +23,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
-from zkernels._decode import can_decode, codec_libraries, decode_chunks
+from zkernels._decode import blosc_lz4_frame, can_decode, codec_libraries, decode_chunks
 
 from zkernels._shard_index import parse_shard_index, shard_index_nbytes
 from zkernels.errors import (
@@ -1215,9 +1215,6 @@ def test_streaming_stores_write_the_same(codec, swap):
 # ------------------------------------------------------------------------------------------------
 # blosc lz4 frames decoded by zk_blosc.h (no c-blosc call, no per-chunk allocation)
 
-from zkernels._decode import blosc_lz4_frame  # noqa: E402
-
-
 def _blosc_frame(data: np.ndarray, cname: str, clevel: int, shuffle: int):
     return numcodecs.blosc.compress(data, cname.encode(), clevel, shuffle)
 
@@ -1347,7 +1344,7 @@ def test_blosc_lz4_corrupted_frames_agree_with_c_blosc(seed, typesize, n_flips):
     out = np.empty(4096, np.uint8)
     src = np.frombuffer(frame, np.uint8)
     locs = np.array([[0, len(frame)]], dtype=np.uint64)
-    kw = dict(steps=("blosc",), chunk_shape=(4096,), region_start=(0,))
+    kw = {"steps": ("blosc",), "chunk_shape": (4096,), "region_start": (0,)}
     if theirs is None or len(theirs) != 4096:
         with pytest.raises(CorruptChunkError):
             decode_chunks([src], locs, out, **kw)
