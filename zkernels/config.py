@@ -62,24 +62,20 @@ def _as_bool(value: object) -> bool:
     return bool(value)
 
 
-_memo: tuple[tuple, Options] | None = None
+_memo: tuple[dict, Options] | None = None
 
 
 def options() -> Options:
     """The options in force now (one zarr.config lookup; parsed again only when they change)."""
     global _memo
     user = zarr.config.get(PREFIX, None) or {}
-    try:
-        key = tuple(sorted(dict(user).items()))
-        hash(key)
-    except TypeError:  # an unhashable value: parse, and let the checks below name it
-        key = None
     memo = _memo
-    if key is not None and memo is not None and memo[0] == key:
+    # a read of one small chunk calls this once: compare with the settings last parsed (a
+    # copy: zarr.config.set changes its dicts in place) rather than build a key from them
+    if memo is not None and type(user) is dict and memo[0] == user:
         return memo[1]
     opts = _parse(user)
-    if key is not None:
-        _memo = (key, opts)
+    _memo = (dict(user), opts)
     return opts
 
 

@@ -69,6 +69,8 @@ from zkernels.errors import (
 __all__ = ["KernelCodecPipeline"]
 
 _SYNC_STORES = (LocalStore, MemoryStore)
+_INDEX_PROTO = numpy_buffer_prototype()
+_IMMUTABLE_FILLS = (bool, int, float, complex, str, bytes, np.generic)
 _EMPTY = np.uint64(2**64 - 1)
 _STREAMING_OUTPUT_BYTES = 1 << 25
 
@@ -116,8 +118,7 @@ class _ShardPlan:
 
     def index_range(self, n_chunks: int) -> Any:
         """The byte request that fetches only a shard's index."""
-        n = self.index_nbytes(n_chunks)
-        return RangeByteRequest(0, n) if self.index_at_start else SuffixByteRequest(n)
+        return _index_request(self.index_at_start, self.index_nbytes(n_chunks))
 
     def parse_index(
         self, raw: np.ndarray, cps: tuple[int, ...], shard_nbytes: int | None, validate: bool
@@ -153,6 +154,11 @@ class _ShardPlan:
             )
         raw = shard[:n] if self.index_at_start else shard[shard.size - n :]
         return self.parse_index(raw, cps, shard.size, validate)
+
+
+@lru_cache(maxsize=64)
+def _index_request(at_start: bool, nbytes: int) -> Any:
+    return RangeByteRequest(0, nbytes) if at_start else SuffixByteRequest(nbytes)
 
 
 @lru_cache(maxsize=256)
@@ -330,19 +336,29 @@ async def _in_pool(fn: Any, opts: Options, inline: bool) -> Any:
 # one shard, read
 
 
+@lru_cache(maxsize=64)
+def _shard_geometry(chunk_shape: tuple[int, ...], shard_shape: tuple[int, ...]):
+    """(inner chunks per shard along each axis, their number)."""
+    cps = tuple(s // c for s, c in zip(shard_shape, chunk_shape, strict=True))
+    return cps, prod(cps)
+
+
 class _ShardJob:
     """What a shard read and a shard write share: where the shard is and how it is cut."""
 
     def __init__(self, plan: _ShardPlan, item, bound: BoundChain, opts: Options) -> None:
         self.getter = item[0]
-        self.key = _key(self.getter)
         self.sync = _is_sync(self.getter)
         self.plan = plan
         self.bound = bound
         self.opts = opts
-        self.shard_shape = tuple(item[1].shape)
-        self.cps = tuple(s // c for s, c in zip(self.shard_shape, plan.chunk_shape, strict=True))
-        self.n_chunks = prod(self.cps)
+        self.shard_shape = shape = tuple(item[1].shape)
+        self.cps, self.n_chunks = _shard_geometry(plan.chunk_shape, shape)
+
+    @property
+    def key(self) -> str:
+        """The store key, for error messages."""
+        return _key(self.getter)
 
 
 class _ShardRead(_ShardJob):
@@ -353,7 +369,7 @@ class _ShardRead(_ShardJob):
         _getter, spec, chunk_sel, out_sel, _ = item
         # zarr's sharding codec: shard and inner chunks in the spec's prototype, index in numpy's
         self.proto = spec.prototype
-        self.index_proto = numpy_buffer_prototype()
+        self.index_proto = _INDEX_PROTO
         self.out = out
         self.out_sel = out_sel
         self.drop_axes = drop_axes
@@ -442,10 +458,14 @@ class _ShardRead(_ShardJob):
         if box is None:
             return None
         target, start, ext = box
-        cs = self.plan.chunk_shape
-        self.chunk_lo = [a // c for a, c in zip(start, cs)]
-        self.chunk_hi = [-(-(a + n) // c) if n else a // c for a, n, c in zip(start, ext, cs)]
-        self.n_touched = prod(h - l for l, h in zip(self.chunk_lo, self.chunk_hi))
+        lo, hi, n = [], [], 1
+        for a, e, c in zip(start, ext, self.plan.chunk_shape):
+            first = a // c
+            end = -(-(a + e) // c) if e else first
+            lo.append(first)
+            hi.append(end)
+            n *= end - first
+        self.chunk_lo, self.chunk_hi, self.n_touched = lo, hi, n
         return target, start
 
     # -- IO (sync and async variants share the CPU steps) ------------------------------------
@@ -1035,6 +1055,7 @@ class KernelCodecPipeline(CodecPipeline):
     _plan: Any = field(default=None, compare=False, repr=False)
     fallback_reason: str | None = field(default=None, compare=False, repr=False)
     _fallback: BatchedCodecPipeline = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    _bind_memo: tuple | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         codecs = tuple(self.codecs)
@@ -1055,6 +1076,7 @@ class KernelCodecPipeline(CodecPipeline):
         object.__setattr__(self, "_plan", None)
         object.__setattr__(self, "fallback_reason", None)
         object.__setattr__(self, "_fallback", None)
+        object.__setattr__(self, "_bind_memo", None)
         self.__post_init__()
 
     # -- construction ----------------------------------------------------------------------
@@ -1104,10 +1126,25 @@ class KernelCodecPipeline(CodecPipeline):
     # -- dispatch --------------------------------------------------------------------------
 
     def _bind(self, spec: ArraySpec) -> BoundChain:
+        # zarr builds a new spec for every read, from its metadata's own dtype, fill value and
+        # config: the same (immutable) objects as last time bind to the same chain, without
+        # hashing the whole spec for the cache below (a few microseconds of a small read)
+        memo, fill = self._bind_memo, spec.fill_value
+        if (
+            memo is not None
+            and memo[0] is spec.dtype
+            and memo[1] is fill
+            and memo[2] is spec.config
+            and memo[3] == spec.shape
+            and memo[4] == spec.prototype
+        ):
+            return memo[5]
         plan = self._plan
-        if isinstance(plan, _ShardPlan):
-            return plan.bind_inner(spec)
-        return plan.bind(spec)
+        bound = plan.bind_inner(spec) if isinstance(plan, _ShardPlan) else plan.bind(spec)
+        if isinstance(fill, _IMMUTABLE_FILLS) and not isinstance(fill, np.void):
+            memo = (spec.dtype, fill, spec.config, spec.shape, spec.prototype, bound)
+            object.__setattr__(self, "_bind_memo", memo)
+        return bound
 
     def _why_not(self, items: list, buffer: NDBuffer, opts: Options) -> tuple[str | None, Any]:
         """(reason to fall back for this call, bound chain)."""

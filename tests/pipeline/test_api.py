@@ -103,3 +103,50 @@ def test_from_codecs_bare_list_works():
 
     pipe = zkernels.KernelCodecPipeline.from_codecs([BytesCodec(), ZstdCodec()])
     assert pipe.accelerated
+
+
+def test_options_follow_config_changes_in_place():
+    # zarr.config.set changes its dicts in place: the memo of the parsed options must notice
+    from zkernels.config import options
+
+    base = options()
+    with zarr.config.set({"codec_pipeline.zkernels.threads": 3}):
+        assert options().threads == 3
+        with zarr.config.set({"codec_pipeline.zkernels.inline_bytes": 5}):
+            assert (options().threads, options().inline_bytes) == (3, 5)
+        assert (options().threads, options().inline_bytes) == (3, base.inline_bytes)
+    assert options() == base
+
+
+@pytest.mark.parametrize("shards", [(8, 8), None])
+def test_bound_chain_follows_each_spec(shards):
+    # the pipeline keeps the chain bound to the last spec it saw: a spec that differs in any
+    # part (fill value, its sign bit, config, chunk shape, prototype) must get its own chain
+    from dataclasses import replace
+
+    from zarr.core.array_spec import ArrayConfig
+    from zarr.core.buffer import default_buffer_prototype, numpy_buffer_prototype
+
+    with zkernels.enabled():
+        arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(8, 8), chunks=(4, 4),
+                                shards=shards, dtype="f8", fill_value=0.0)
+    pipe = arr.async_array.codec_pipeline
+    spec = arr.metadata.get_chunk_spec((0, 0), arr.async_array.config,
+                                       prototype=default_buffer_prototype())
+    first = pipe._bind(spec)
+    assert pipe._bind(replace(spec)) is first  # zarr's next spec: the same parts
+    cases = [
+        (replace(spec, fill_value=np.float64(7.0)), lambda b: b.fill_value == 7.0),
+        (replace(spec, fill_value=np.float64(-0.0)), lambda b: np.signbit(b.fill_value)),
+        (replace(spec, config=ArrayConfig(order="C", write_empty_chunks=True)),
+         lambda b: b.write_empty_chunks),
+        (replace(spec, prototype=numpy_buffer_prototype()),
+         lambda b: b.spec.prototype == numpy_buffer_prototype()),
+    ]
+    if shards is None:  # a shard's inner chunks keep their shape; a chunk's is the spec's
+        cases.append((replace(spec, shape=(2, 4)), lambda b: b.shape == (2, 4)))
+    for other, check in cases:
+        assert check(pipe._bind(other)), other
+        again = pipe._bind(spec)
+        assert again.fill_value == 0.0 and not np.signbit(again.fill_value)
+        assert not again.write_empty_chunks and again.shape == (4, 4)
