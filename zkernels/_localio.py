@@ -58,19 +58,28 @@ class LocalFile:
                 start, n = byte_range.offset, max(0, size - byte_range.offset)
             else:
                 raise TypeError(f"unexpected byte_range {byte_range!r}")
-            data = os.pread(fd, n, start)
         except IsADirectoryError:
             return None
-        if 0 < len(data) < n:  # a short read (rare): go on until the end of the file
-            parts = [data]
-            got = len(data)
-            while got < n:
-                more = os.pread(fd, n - got, start + got)
-                if not more:
-                    break
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
+        return self.read_range(start, start + n)
+
+    def read_range(self, start: int, stop: int) -> np.ndarray | None:
+        """Bytes ``[start, stop)`` as a uint8 array, shorter only at the end of the file
+        (None: the path is a directory, as ``LocalStore`` reads it)."""
+        fd, n = self.fd, max(0, stop - start)
+        try:
+            data = os.pread(fd, n, start)
+            if 0 < len(data) < n:  # a short read (rare): go on until the end of the file
+                parts = [data]
+                got = len(data)
+                while got < n:
+                    more = os.pread(fd, n - got, start + got)
+                    if not more:
+                        break
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
+        except IsADirectoryError:
+            return None
         return np.frombuffer(data, dtype=np.uint8)
 
     def read_into(self, start: int, buf: np.ndarray) -> np.ndarray:

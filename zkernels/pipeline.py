@@ -458,14 +458,9 @@ class _ShardRead(_ShardJob):
         if box is None:
             return None
         target, start, ext = box
-        lo, hi, n = [], [], 1
-        for a, e, c in zip(start, ext, self.plan.chunk_shape):
-            first = a // c
-            end = -(-(a + e) // c) if e else first
-            lo.append(first)
-            hi.append(end)
-            n *= end - first
-        self.chunk_lo, self.chunk_hi, self.n_touched = lo, hi, n
+        self.chunk_lo, self.chunk_hi, self.n_touched = _chunk_span(
+            start, ext, self.plan.chunk_shape
+        )
         return target, start
 
     # -- IO (sync and async variants share the CPU steps) ------------------------------------
@@ -539,20 +534,10 @@ class _ShardRead(_ShardJob):
         self._ranges = plan.ranges.tolist()
         return [RangeByteRequest(a, b) for a, b in self._ranges]
 
-    @staticmethod
-    def _check_range(rng: tuple[int, int], data: np.ndarray | None) -> None:
-        start, stop = rng
-        if data is None or data.size < stop - start:
-            got = 0 if data is None else data.size
-            raise CorruptChunkError(
-                f"inner chunks lie past the end of the shard: bytes [{start}, {stop}) "
-                f"requested, {got} returned"
-            )
-
     def set_groups(self, groups: list[np.ndarray | None]) -> None:
         if self.box is not None or self.points is not None:
             for rng, data in zip(self._ranges, groups, strict=True):
-                self._check_range(rng, data)
+                _check_range(rng, data)
             self.sources = groups
             return
         plan = self._plan
@@ -623,7 +608,7 @@ class _ShardRead(_ShardJob):
                     data = get(self.proto, req)
                 else:  # the file is open (the index came from it): read into our buffer
                     data = get.file.read_into(req.start, buf[: req.end - req.start])
-                self._check_range(self._ranges[r], data)
+                _check_range(self._ranges[r], data)
                 sources[r] = data
                 self._decode(sources, out, region_start,
                              subset=order[bounds[r + 1] : bounds[r + 2]], streaming=streaming)
@@ -679,22 +664,8 @@ class _ShardRead(_ShardJob):
         return True
 
     def _decode(self, sources: list, out: np.ndarray, region_start: tuple, **where: Any) -> None:
-        """``decode_chunks`` over this shard's planned chunks (``self.locs``/``self.groups``),
-        with the bound chain's steps, fill value and byte order; ``where`` picks the chunks."""
-        bound = self.bound
-        decode_chunks(
-            sources,
-            self.locs,
-            out,
-            groups=self.groups,
-            steps=bound.kernel_steps,
-            chunk_shape=self.plan.chunk_shape,
-            region_start=region_start,
-            fill_value=bound.fill_bytes,
-            swap_unit=bound.swap_unit,
-            validate=self.opts.validate_checksums,
-            **where,
-        )
+        _decode_box(self.plan, self.bound, self.opts, sources, self.locs, self.groups, out,
+                    region_start, **where)
 
     def decode_units(self, units) -> None:
         bound, validate = self.bound, self.opts.validate_checksums
@@ -785,6 +756,103 @@ def _box_of(chunk_sel, shard_shape: tuple[int, ...], arr: np.ndarray, scalar: bo
     if arr.shape != tuple(ext):
         return None
     return arr, tuple(start), tuple(ext)
+
+
+def _chunk_span(start, ext, chunk_shape: tuple[int, ...]) -> tuple[list, list, int]:
+    """The inner chunks a box touches: first and end chunk per axis, and their number."""
+    lo, hi, n = [], [], 1
+    for a, e, c in zip(start, ext, chunk_shape):
+        first = a // c
+        end = -(-(a + e) // c) if e else first
+        lo.append(first)
+        hi.append(end)
+        n *= end - first
+    return lo, hi, n
+
+
+def _decode_box(plan: _ShardPlan, bound: BoundChain, opts: Options, sources: list, locs, groups,
+                out: np.ndarray, region_start: tuple, **where: Any) -> None:
+    """``decode_chunks`` over planned chunks (``locs``/``groups``) with the bound chain's steps,
+    fill value and byte order; ``where`` picks the chunks."""
+    decode_chunks(
+        sources,
+        locs,
+        out,
+        groups=groups,
+        steps=bound.kernel_steps,
+        chunk_shape=plan.chunk_shape,
+        region_start=region_start,
+        fill_value=bound.fill_bytes,
+        swap_unit=bound.swap_unit,
+        validate=opts.validate_checksums,
+        **where,
+    )
+
+
+def _check_range(rng: tuple[int, int], data: np.ndarray | None) -> None:
+    """A coalesced range must come back whole (else the index points past the shard's end)."""
+    start, stop = rng
+    if data is None or data.size < stop - start:
+        got = 0 if data is None else data.size
+        raise CorruptChunkError(
+            f"inner chunks lie past the end of the shard: bytes [{start}, {stop}) "
+            f"requested, {got} returned"
+        )
+
+
+def _read_small_local(plan: _ShardPlan, item, out: np.ndarray, drop_axes, bound: BoundChain,
+                      opts: Options) -> bool | None:
+    """A small box of one shard in a local file, read in one straight line: the steps a
+    ``_ShardRead`` takes for it (index, coalesced ranges, decode into the output), without its
+    bookkeeping, which cost a single-chunk ``arr[...]`` more than its IO and decode together.
+    Returns whether the shard is missing; None where this does not apply (the caller goes the
+    general way)."""
+    getter, spec, chunk_sel, out_sel, _ = item
+    if (
+        drop_axes
+        or bound.kernel_steps is None
+        or type(getter) is not StorePath
+        or type(getter.store) is not LocalStore
+        or spec.prototype.buffer is not _CPU_BUFFER
+        or out.dtype != bound.native_dtype
+        or not is_slices(out_sel)
+    ):
+        return None
+    shard_shape = tuple(spec.shape)
+    box = _box_of(chunk_sel, shard_shape, out[(*out_sel, Ellipsis)])
+    if box is None:
+        return None
+    target, start, ext = box
+    cps, n_chunks = _shard_geometry(plan.chunk_shape, shard_shape)
+    lo, hi, n_touched = _chunk_span(start, ext, plan.chunk_shape)
+    if not 0 < n_touched < n_chunks or n_touched * bound.nbytes > opts.inline_bytes:
+        return None
+    f = LocalFile.open(os.path.join(getter.store.root, getter.path))
+    raw = None if f is None else f.read(plan.index_range(n_chunks))
+    if raw is None:  # no shard (no file, or a directory where it would be): the fill value
+        if f is not None:
+            f.close()
+        _fill(target, Ellipsis, bound.fill_value)
+        return True
+    try:
+        index = plan.index_of_range(raw, cps, opts.validate_checksums)
+        reads = plan_chunk_reads(
+            index,
+            box=(lo, hi),
+            max_gap_bytes=opts.coalesce_max_gap_bytes,
+            max_coalesced_bytes=opts.coalesce_max_bytes,
+        )
+        sources: list[Any] = []
+        for rng in reads.ranges.tolist():
+            data = f.read_range(*rng)
+            _check_range(rng, data)
+            sources.append(data)
+        _decode_box(plan, bound, opts, sources or [b""], reads.locs, reads.groups, target, start)
+    except Exception as exc:
+        raise _rekey(exc, _key(getter)) from exc
+    finally:
+        f.close()
+    return False
 
 
 def _zero_as_empty(index: np.ndarray) -> np.ndarray:
@@ -1234,6 +1302,10 @@ class KernelCodecPipeline(CodecPipeline):
     async def _read_shards(self, items, out_arr, drop_axes, bound, opts) -> list[bool]:
         """Read each shard; return which were missing from the store."""
         n_items = len(items)
+        if n_items == 1:
+            missing = _read_small_local(self._plan, items[0], out_arr, drop_axes, bound, opts)
+            if missing is not None:
+                return [missing]
 
         def read_sync(sr: _ShardRead) -> bool:
             """IO, and the decode too when it is one batch: True when nothing is left."""

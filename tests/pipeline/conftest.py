@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from hypothesis import strategies as st
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 from zarr.core.sync import sync
 
-import zkernels  # noqa: F401  (registers the pipeline)
+import zkernels
 
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 ZK = "zkernels.KernelCodecPipeline"
@@ -209,6 +211,50 @@ def sample_data(shape, dtype, seed=0, fill=None, empty_fraction=0.3, chunks=None
                 )
                 data[sl] = fill
     return data
+
+
+# -- sharded arrays in local files, written by zarr's own pipeline (test_pieces, test_small_reads)
+
+LOCAL_COMPRESSORS = {
+    "none": [],
+    "zstd": [ZstdCodec(level=1)],
+    "blosc": [BloscCodec(cname="lz4")],
+    "crc32c+zstd": [ZstdCodec(level=1), Crc32cCodec()],
+}
+
+
+# hypothesis strategies for create_local_sharded's layout arguments: ``@given(**LOCAL_LAYOUTS)``
+LOCAL_LAYOUTS = {
+    "comp": st.sampled_from(list(LOCAL_COMPRESSORS)),
+    "dtype": st.sampled_from(["u1", "<i2", ">u4", "<f8"]),
+    "endian": st.sampled_from(["little", "big"]),
+    "index_location": st.sampled_from(["start", "end"]),
+    "wec": st.booleans(),
+}
+
+
+def create_local_sharded(path, shape, shard, inner, dtype, comp, *, endian="little",
+                         index_location="end", wec=False, fill=3):
+    """A sharded array in a LocalStore at ``path``, its inner chunks through ``comp`` (a key of
+    ``LOCAL_COMPRESSORS``), created with zarr's default pipeline."""
+    serializer = ShardingCodec(
+        chunk_shape=inner, codecs=[BytesCodec(endian=endian), *LOCAL_COMPRESSORS[comp]],
+        index_location=index_location,
+    )
+    with zarr.config.set({"codec_pipeline.path": DEFAULT}):
+        return zarr.create_array(
+            zarr.storage.LocalStore(path), shape=shape, chunks=shard, dtype=dtype,
+            serializer=serializer, compressors=None, fill_value=fill,
+            config={"write_empty_chunks": wec},
+        )
+
+
+def read_local(path, selection=Ellipsis, **options):
+    """``arr[selection]`` of the array at ``path`` through zkernels with ``options``."""
+    with zkernels.enabled(**options):
+        arr = zarr.open_array(zarr.storage.LocalStore(path), mode="r")
+        assert arr.async_array.codec_pipeline.accelerated
+        return arr[selection]
 
 
 @pytest.fixture

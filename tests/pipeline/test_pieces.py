@@ -8,21 +8,18 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 
-import zkernels
 import zkernels.pipeline as zp
 from zkernels._localio import LocalFile
 from zkernels.errors import ChecksumError, CorruptChunkError, ZKernelsError
 
-DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
-
-COMPRESSORS = {
-    "none": [],
-    "zstd": [ZstdCodec(level=1)],
-    "blosc": [BloscCodec(cname="lz4")],
-    "crc32c+zstd": [ZstdCodec(level=1), Crc32cCodec()],
-}
+from .conftest import (
+    DEFAULT,
+    LOCAL_COMPRESSORS,
+    LOCAL_LAYOUTS,
+    create_local_sharded,
+    read_local,
+)
 
 
 @pytest.fixture
@@ -45,20 +42,6 @@ def spy(monkeypatch):
     return calls
 
 
-def _create(path, shape, shard, inner, dtype, comp, *, endian="little", index_location="end",
-            wec=False):
-    serializer = ShardingCodec(
-        chunk_shape=inner, codecs=[BytesCodec(endian=endian), *COMPRESSORS[comp]],
-        index_location=index_location,
-    )
-    with zarr.config.set({"codec_pipeline.path": DEFAULT}):
-        return zarr.create_array(
-            zarr.storage.LocalStore(path), shape=shape, chunks=shard, dtype=dtype,
-            serializer=serializer, compressors=None, fill_value=3,
-            config={"write_empty_chunks": wec},
-        )
-
-
 def _data(shape, dtype, seed):
     rng = np.random.default_rng(seed)
     data = (rng.integers(0, 50, size=shape) // 2).astype(dtype)
@@ -67,23 +50,16 @@ def _data(shape, dtype, seed):
     return data
 
 
-def _read(path, selection=Ellipsis, **options):
-    with zkernels.enabled(**options):
-        arr = zarr.open_array(zarr.storage.LocalStore(path), mode="r")
-        assert arr.async_array.codec_pipeline.accelerated
-        return arr[selection]
-
-
-@pytest.mark.parametrize("comp", list(COMPRESSORS))
+@pytest.mark.parametrize("comp", list(LOCAL_COMPRESSORS))
 @pytest.mark.parametrize("endian,index_location", [("little", "end"), ("big", "start")])
 @pytest.mark.parametrize("piece", [1, 200, 1500, 1 << 20])
 def test_pieces_read_what_zarr_reads(tmp_path, spy, comp, endian, index_location, piece):
     path = tmp_path / "a.zarr"
-    arr = _create(path, (40, 36), (20, 18), (4, 6), "<u2", comp, endian=endian,
+    arr = create_local_sharded(path, (40, 36), (20, 18), (4, 6), "<u2", comp, endian=endian,
                   index_location=index_location)
     data = _data((40, 36), "<u2", 1)
     arr[:] = data
-    got = _read(path, piece_bytes=piece, inline_bytes=0)
+    got = read_local(path, piece_bytes=piece, inline_bytes=0)
     np.testing.assert_array_equal(got, data)
     shard_nbytes = 20 * 18 * 2
     if piece < shard_nbytes:
@@ -97,22 +73,22 @@ def test_pieces_read_what_zarr_reads(tmp_path, spy, comp, endian, index_location
 
 def test_pieces_off(tmp_path, spy):
     path = tmp_path / "a.zarr"
-    arr = _create(path, (40, 36), (20, 18), (4, 6), "<u2", "zstd")
+    arr = create_local_sharded(path, (40, 36), (20, 18), (4, 6), "<u2", "zstd")
     arr[:] = _data((40, 36), "<u2", 2)
-    np.testing.assert_array_equal(_read(path, piece_bytes=0), arr[:])
+    np.testing.assert_array_equal(read_local(path, piece_bytes=0), arr[:])
     assert spy["pieces"] == 0
 
 
 def test_pieces_missing_shard_and_partial_reads(tmp_path, spy):
     path = tmp_path / "a.zarr"
-    arr = _create(path, (40, 36), (20, 18), (4, 6), "<u2", "zstd")
+    arr = create_local_sharded(path, (40, 36), (20, 18), (4, 6), "<u2", "zstd")
     data = _data((40, 36), "<u2", 3)
     arr[:20, :] = data[:20, :]  # the second row of shards is never written
     want = np.where(np.arange(40)[:, None] < 20, data, 3).astype("<u2")
-    np.testing.assert_array_equal(_read(path, piece_bytes=64, inline_bytes=0), want)
+    np.testing.assert_array_equal(read_local(path, piece_bytes=64, inline_bytes=0), want)
     assert spy["pieces"] == 4  # the two missing shards are found missing by their index read
     # a box inside one shard is not a whole shard: coalesced ranges as before
-    np.testing.assert_array_equal(_read(path, (slice(1, 7), slice(2, 9)), piece_bytes=64),
+    np.testing.assert_array_equal(read_local(path, (slice(1, 7), slice(2, 9)), piece_bytes=64),
                                   want[1:7, 2:9])
     assert spy["pieces"] == 4
 
@@ -123,34 +99,30 @@ def _shard_file(path):
 
 def test_pieces_truncated_shard_names_the_key(tmp_path):
     path = tmp_path / "a.zarr"
-    arr = _create(path, (20, 18), (20, 18), (4, 6), "<u2", "zstd", index_location="start")
+    arr = create_local_sharded(path, (20, 18), (20, 18), (4, 6), "<u2", "zstd", index_location="start")
     arr[:] = _data((20, 18), "<u2", 4)
     f = _shard_file(path)
     f.write_bytes(f.read_bytes()[:-10])
     with pytest.raises(CorruptChunkError, match=r"c/0/0.*past the end of the shard"):
-        _read(path, piece_bytes=100)
+        read_local(path, piece_bytes=100)
 
 
 def test_pieces_checksum_mismatch_names_the_key(tmp_path):
     path = tmp_path / "a.zarr"
-    arr = _create(path, (20, 18), (20, 18), (4, 6), "<u2", "crc32c+zstd")
+    arr = create_local_sharded(path, (20, 18), (20, 18), (4, 6), "<u2", "crc32c+zstd")
     arr[:] = _data((20, 18), "<u2", 5)
     f = _shard_file(path)
     raw = bytearray(f.read_bytes())
     raw[40] ^= 0x55  # inside the first chunks, far from the index at the end
     f.write_bytes(bytes(raw))
     with pytest.raises(ZKernelsError, match=r"c/0/0") as info:
-        _read(path, piece_bytes=100)
+        read_local(path, piece_bytes=100)
     assert isinstance(info.value, (ChecksumError, CorruptChunkError))
 
 
 @given(
     data=st.data(),
-    comp=st.sampled_from(list(COMPRESSORS)),
-    dtype=st.sampled_from(["u1", "<i2", ">u4", "<f8"]),
-    endian=st.sampled_from(["little", "big"]),
-    index_location=st.sampled_from(["start", "end"]),
-    wec=st.booleans(),
+    **LOCAL_LAYOUTS,
 )
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_hypothesis_pieces_vs_default(tmp_path_factory, data, comp, dtype, endian,
@@ -160,7 +132,7 @@ def test_hypothesis_pieces_vs_default(tmp_path_factory, data, comp, dtype, endia
     shard = (inner[0] * per[0], inner[1] * per[1])
     shape = (data.draw(st.integers(1, 2 * shard[0] + 1)), data.draw(st.integers(1, 2 * shard[1] + 1)))
     path = tmp_path_factory.mktemp("p") / "a.zarr"
-    arr = _create(path, shape, shard, inner, dtype, comp, endian=endian,
+    arr = create_local_sharded(path, shape, shard, inner, dtype, comp, endian=endian,
                   index_location=index_location, wec=wec)
     arr[:] = _data(shape, dtype, data.draw(st.integers(0, 99)))
     # a partial overwrite with zarr's pipeline: shards whose chunks are no longer in order
@@ -169,7 +141,7 @@ def test_hypothesis_pieces_vs_default(tmp_path_factory, data, comp, dtype, endia
     with zarr.config.set({"codec_pipeline.path": DEFAULT}):
         want = zarr.open_array(zarr.storage.LocalStore(path), mode="r")[:]
     piece = data.draw(st.sampled_from([1, 9, 50, 300]))
-    got = _read(path, piece_bytes=piece, inline_bytes=data.draw(st.sampled_from([0, 1 << 18])))
+    got = read_local(path, piece_bytes=piece, inline_bytes=data.draw(st.sampled_from([0, 1 << 18])))
     np.testing.assert_array_equal(got, want)
 
 
