@@ -847,11 +847,14 @@ def _read_small_local(plan: _ShardPlan, item, out: np.ndarray, drop_axes, bound:
             data = f.read_range(*rng)
             _check_range(rng, data)
             sources.append(data)
-        _decode_box(plan, bound, opts, sources or [b""], reads.locs, reads.groups, target, start)
-    except Exception as exc:
+    except Exception as exc:  # as prepare_sync: any failure of the IO or the index, by key
         raise _rekey(exc, _key(getter)) from exc
     finally:
         f.close()
+    try:
+        _decode_box(plan, bound, opts, sources or [b""], reads.locs, reads.groups, target, start)
+    except ZKernelsError as exc:  # as decode_units: the kernel's own errors, by key
+        raise _rekey(exc, _key(getter)) from exc
     return False
 
 
