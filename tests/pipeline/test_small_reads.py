@@ -12,12 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zkernels.pipeline as zp
-from zkernels.errors import (
-    ChecksumError,
-    CorruptChunkError,
-    ShardIndexError,
-    ZKernelsError,
-)
+from zkernels.errors import ZKernelsError
 
 from .conftest import (
     DEFAULT,
@@ -108,7 +103,7 @@ def test_small_path_taken_and_declined(tmp_path, spy):
     arr[:] = data
     np.testing.assert_array_equal(read_local(path, (slice(4, 8), slice(6, 12))), data[4:8, 6:12])
     assert spy == {"read": 1, "missing": 0, "declined": 0, "raised": 0}
-    # a whole shard (dense or pieces), over inline_bytes, or a dropped axis: the general path
+    # a whole shard (dense or pieces), or more than inline_bytes of chunks: the general path
     np.testing.assert_array_equal(read_local(path, (slice(0, 20), slice(0, 18))), data[:20, :18])
     np.testing.assert_array_equal(read_local(path, (slice(4, 8), slice(6, 12)), inline_bytes=0),
                                   data[4:8, 6:12])
@@ -173,7 +168,7 @@ def test_bad_shard_same_error_as_general_path(tmp_path, spy, how):
         read_local(path, sel, inline_bytes=0)  # too large for the small path
     assert spy["declined"] == 1
     assert type(small.value) is type(general.value)
-    assert isinstance(small.value, (ShardIndexError, ChecksumError, CorruptChunkError, ValueError))
+    assert str(small.value) == str(general.value)
 
 
 def test_copy_of_array_reads_the_same(tmp_path, spy):
