@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import uuid
 from typing import Any
@@ -125,6 +126,36 @@ def _find_renameat2() -> Any:
 
 _renameat2 = _find_renameat2()
 
+# temporary names: this process's id, a random token drawn once, a counter (unique on this
+# host and, through the token, across hosts sharing a file system; a clash is still caught by
+# O_EXCL). A uuid4 per file costs a getrandom call.
+_TOKEN = uuid.uuid4().hex[:12]
+_COUNTER = itertools.count()
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_temp(path: str) -> tuple[str, int]:
+    """A new file beside ``path``, its directories made where missing: (name, open fd).
+    ``makedirs`` runs only when the open fails for want of them (two ``stat`` calls saved per
+    file of a key whose directory exists), so it raises as ``LocalStore`` would where a file
+    is in the way."""
+    made_dirs = False
+    for attempt in range(4):
+        suffix = uuid.uuid4().hex if attempt else f"{os.getpid():x}{_TOKEN}{next(_COUNTER):x}"
+        tmp = f"{path}.{suffix}.partial"
+        try:
+            return tmp, os.open(tmp, _NEW_FILE, 0o666)
+        except (FileNotFoundError, NotADirectoryError):
+            dirname = os.path.dirname(path)
+            if made_dirs or not dirname:
+                raise
+            os.makedirs(dirname, exist_ok=True)
+            made_dirs = True
+        except FileExistsError:  # a name in use (a clash of names, or a leftover): another
+            if attempt == 3:
+                raise
+    raise AssertionError("unreachable")
+
 
 def _exchange(a: str, b: str) -> bool:
     """Swap the files at ``a`` and ``b`` in one step; False where that cannot be done here
@@ -159,11 +190,7 @@ def replace_file(path: str, data: Any) -> None:
     if isinstance(data, np.ndarray):
         data = np.ascontiguousarray(data)
     view = memoryview(data).cast("B")
-    dirname = os.path.dirname(path)
-    if dirname:
-        os.makedirs(dirname, exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    tmp, fd = _create_temp(path)
     try:
         try:
             done = 0

@@ -48,6 +48,37 @@ def test_new_and_replaced_files(tmp_path):
     assert _files(tmp_path) == ["a/b/c"]
 
 
+def test_temporary_name_in_use_is_left_alone(tmp_path, monkeypatch):
+    """A temporary name already taken (another writer's, or a leftover) is not written over:
+    the next name is used."""
+    import itertools
+
+    monkeypatch.setattr(_localio, "_COUNTER", itertools.count(7))
+    path = str(tmp_path / "d" / "k")
+    taken = f"{path}.{os.getpid():x}{_localio._TOKEN}7.partial"
+    os.makedirs(os.path.dirname(path))
+    with open(taken, "wb") as f:
+        f.write(b"someone else's")
+    replace_file(path, np.full(3, 5, dtype=np.uint8))
+    assert _read(path) == b"\x05" * 3
+    assert _read(taken) == b"someone else's"
+    assert _files(tmp_path) == ["d/k", f"d/{os.path.basename(taken)}"]
+
+
+@pytest.mark.parametrize("key", ["a/c", "a/b/c"])
+def test_file_in_the_way_of_a_directory(tmp_path, key):
+    """Where a key's directory is a file, the error is the one LocalStore raises and nothing
+    is written."""
+    (tmp_path / "a").write_bytes(b"x")
+    with pytest.raises(OSError) as ours:
+        replace_file(str(tmp_path / key), np.ones(2, dtype=np.uint8))
+    store = zarr.storage.LocalStore(tmp_path)
+    with pytest.raises(OSError) as theirs:
+        store.set_sync(key, PROTO.buffer.from_bytes(b"zz"))
+    assert type(ours.value) is type(theirs.value)
+    assert _files(tmp_path) == ["a"]
+
+
 @needs_exchange
 def test_old_file_stays_whole_for_its_reader(tmp_path, monkeypatch):
     """A reader holding the old file reads the old bytes after the write (a new file was
