@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from zarr.core.array_spec import ArrayConfig, ArraySpec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.dtype import UInt8
@@ -39,6 +39,90 @@ def test_zstd_step_matches_zarr(level, checksum):
         got = step.encode(buf)
         assert got.tobytes() == expected, (level, checksum, len(data))
         assert step.decode(np.frombuffer(expected, dtype=np.uint8), True).tobytes() == data
+
+
+def _gzip_members():
+    """Stored chunks numcodecs reads: what it writes, and other gzip data (header fields,
+    several members, zero padding after one)."""
+    import gzip
+    import io
+
+    codec = GzipCodec(level=1)
+    proto = default_buffer_prototype()
+    out = []
+    for data in _inputs():
+        out.append((data, codec._encode_sync(proto.buffer.from_bytes(data), _spec(len(data)))
+                    .to_bytes()))
+    named = io.BytesIO()
+    with gzip.GzipFile(filename="chunk.bin", mode="wb", fileobj=named, mtime=7) as f:
+        f.write(b"named member")
+    out.append((b"named member", named.getvalue()))
+    two = gzip.compress(b"first ") + gzip.compress(b"second")
+    out.append((b"first second", two))
+    out.append((b"padded", gzip.compress(b"padded") + bytes(8)))
+    return out
+
+
+@pytest.mark.parametrize("level", [1, 9])
+def test_gzip_step_matches_zarr(level):
+    codec = GzipCodec(level=level)
+    step = _codecs._bytes_step(codec, _spec(1))
+    assert type(step) is _codecs._GzipStep
+    proto = default_buffer_prototype()
+    for data, stored in _gzip_members():
+        assert step.decode(np.frombuffer(stored, dtype=np.uint8), True).tobytes() == data
+        ref = codec._decode_sync(proto.buffer.from_bytes(stored), _spec(len(data))).to_bytes()
+        assert ref == data
+    data = _inputs()[4]
+    expected = codec._encode_sync(proto.buffer.from_bytes(data), _spec(len(data))).to_bytes()
+    assert step.encode(np.frombuffer(data, dtype=np.uint8)).tobytes() == expected
+
+
+def test_gzip_step_one_member_skips_numcodecs(monkeypatch):
+    """What numcodecs writes is inflated by zlib alone; the rest goes to numcodecs."""
+    calls = []
+    orig = _codecs._SyncCodecStep.decode
+    monkeypatch.setattr(_codecs._SyncCodecStep, "decode",
+                        lambda self, buf, v: calls.append(buf.size) or orig(self, buf, v))
+    step = _codecs._bytes_step(GzipCodec(level=1), _spec(1))
+    members = _gzip_members()
+    for data, stored in members[:-2]:  # one member each
+        assert step.decode(np.frombuffer(stored, dtype=np.uint8), True).tobytes() == data
+    assert calls == []
+    for data, stored in members[-2:]:  # two members; padding after one
+        assert step.decode(np.frombuffer(stored, dtype=np.uint8), True).tobytes() == data
+    assert calls == [len(members[-2][1]), len(members[-1][1])]
+
+
+def _error_of(fn, arg):
+    try:
+        fn(arg)
+    except Exception as exc:  # noqa: BLE001 - any error: compared below
+        return type(exc), str(exc)
+    return None
+
+
+def test_gzip_step_damage_fails_as_zarr():
+    """Damaged data: numcodecs' own error (the step hands it over), never other bytes."""
+    codec = GzipCodec(level=1)
+    step = _codecs._bytes_step(codec, _spec(1))
+    proto = default_buffer_prototype()
+    stored = _gzip_members()[4][1]
+    cases = {
+        "truncated": stored[:-9],
+        "crc": stored[:-8] + bytes([stored[-8] ^ 1]) + stored[-7:],
+        "length": stored[:-1] + bytes([stored[-1] ^ 1]),
+        "deflate": stored[:12] + bytes([stored[12] ^ 0xFF]) + stored[13:],
+        "not gzip": b"\x00" * 40,
+        "empty": b"",
+    }
+    for name, bad in cases.items():
+        ours = _error_of(lambda b: step.decode(np.frombuffer(b, dtype=np.uint8), True), bad)
+        theirs = _error_of(
+            lambda b: codec._decode_sync(proto.buffer.from_bytes(b), _spec(1)), bad
+        )
+        assert ours == theirs, name
+        assert ours is not None or name == "empty", name
 
 
 def test_crc32c_step_matches_zarr():
