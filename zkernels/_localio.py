@@ -99,6 +99,15 @@ class LocalFile:
 
 def read_file(path: str, byte_range: Any) -> np.ndarray | None:
     """``LocalFile`` opened, read once and closed: one request's bytes (None: no file)."""
+    if byte_range is None:  # a whole unsharded chunk: the same steps, without the object
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        try:
+            return LocalFile(fd).read_range(0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
     f = LocalFile.open(path)
     if f is None:
         return None

@@ -1379,10 +1379,12 @@ class KernelCodecPipeline(CodecPipeline):
             and len(bound.shape) > 0
             and out_arr.dtype == bound.native_dtype
         )
-        one_chunk = (1,) * len(bound.shape) + (2,)
+        chunk_shape = tuple(bound.shape)
+        one_chunk = (1,) * len(chunk_shape) + (2,)
+        origin = (0,) * len(chunk_shape)
 
         def decode_into(entry) -> None:
-            (i, (getter, _spec, chunk_sel, out_sel, _)), raw = entry
+            (i, (getter, _spec, chunk_sel, out_sel, complete)), raw = entry
             if raw is None:
                 missing[i] = True
                 _fill(out_arr, out_sel, bound.fill_value)
@@ -1391,7 +1393,11 @@ class KernelCodecPipeline(CodecPipeline):
                 _fill(out_arr, out_sel, bound.fill_value)
                 return
             if kernel and is_slices(out_sel):
-                box = _box_of(chunk_sel, bound.shape, out_arr[(*out_sel, Ellipsis)])
+                target = out_arr[(*out_sel, Ellipsis)]
+                if complete and target.shape == chunk_shape:  # the whole chunk: its box
+                    box = (target, origin)
+                else:
+                    box = _box_of(chunk_sel, chunk_shape, target)
                 if box is not None:  # decode straight into the output, no temporary
                     try:
                         decode_chunks(
