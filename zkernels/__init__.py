@@ -64,10 +64,10 @@ def __dir__():
     return sorted(list(globals()) + list(_KERNELS))
 
 
-from zkernels import errors  # noqa: E402
-from zkernels._api import disable, enable, enabled, explain  # noqa: E402
-from zkernels.pipeline import KernelCodecPipeline  # noqa: E402  (registers it with zarr)
-from zkernels.reader import (  # noqa: E402
+from zkernels import errors
+from zkernels._api import disable, enable, enabled, explain
+from zkernels.pipeline import KernelCodecPipeline  # registers it with zarr
+from zkernels.reader import (
     ChunkReader,
     ReaderClosedError,
     read_chunk,

@@ -1,6 +1,7 @@
 """Typed signatures of the compiled module zkernels._coalesce."""
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt

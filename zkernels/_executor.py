@@ -82,7 +82,7 @@ class Batch:
     first exception, so that no call is left writing into an output the caller discards.
     """
 
-    __slots__ = ("_loop", "_pool", "_lock", "_pending", "_outcomes", "_done")
+    __slots__ = ("_done", "_lock", "_loop", "_outcomes", "_pending", "_pool")
 
     def __init__(self, threads: int) -> None:
         self._loop = asyncio.get_running_loop()

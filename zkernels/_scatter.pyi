@@ -1,6 +1,7 @@
 """Typed signatures of the compiled module zkernels._scatter."""
 
-from typing import Any, Sequence, SupportsIndex, TypeAlias
+from collections.abc import Sequence
+from typing import Any, SupportsIndex, TypeAlias
 
 import numpy as np
 

@@ -8,11 +8,11 @@ store carry the store key in ``.key`` and name it in the message.
 from __future__ import annotations
 
 __all__ = [
-    "ZKernelsError",
-    "ShardIndexError",
     "ChecksumError",
     "CorruptChunkError",
+    "ShardIndexError",
     "UnsupportedError",
+    "ZKernelsError",
 ]
 
 
