@@ -1382,6 +1382,7 @@ class KernelCodecPipeline(CodecPipeline):
         chunk_shape = tuple(bound.shape)
         one_chunk = (1,) * len(chunk_shape) + (2,)
         origin = (0,) * len(chunk_shape)
+        whole = tuple(slice(0, n, 1) for n in chunk_shape)
 
         def decode_into(entry) -> None:
             (i, (getter, _spec, chunk_sel, out_sel, complete)), raw = entry
@@ -1394,8 +1395,8 @@ class KernelCodecPipeline(CodecPipeline):
                 return
             if kernel and is_slices(out_sel):
                 target = out_arr[(*out_sel, Ellipsis)]
-                if complete and target.shape == chunk_shape:  # the whole chunk: its box
-                    box = (target, origin)
+                if complete and chunk_sel == whole and target.shape == chunk_shape:
+                    box = (target, origin)  # the whole chunk, as zarr's indexers write it
                 else:
                     box = _box_of(chunk_sel, chunk_shape, target)
                 if box is not None:  # decode straight into the output, no temporary

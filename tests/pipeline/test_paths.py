@@ -163,6 +163,24 @@ def test_unsharded_reads_decode_straight_into_the_output(counters):
     assert counters["scatter"].calls == 0
 
 
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_unsharded_whole_chunks_skip_the_box_computation(monkeypatch, endian):
+    """A chunk read whole goes into its output view as is; edge and partial chunks have their
+    box computed (and every value is right either way)."""
+    box_of = _Counter(zp._box_of)
+    monkeypatch.setattr(zp, "_box_of", box_of)
+    data = np.arange(100 * 64, dtype="uint16").reshape(100, 64)
+    with zkernels.enabled():
+        arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(100, 64), chunks=(32, 32),
+                                dtype="uint16", serializer=BytesCodec(endian=endian),
+                                compressors=[ZstdCodec()], fill_value=0)
+        arr[:] = data
+        np.testing.assert_array_equal(arr[:], data)
+        assert box_of.calls == 2  # 6 whole chunks, 2 at the edge (4 of their 32 rows)
+        np.testing.assert_array_equal(arr[0:64, 0:33], data[0:64, 0:33])
+        assert box_of.calls == 2 + 2  # 2 whole chunks, 2 partial
+
+
 @pytest.mark.parametrize("codecs", [[ZstdCodec()], [], [BloscCodec(cname="lz4"), Crc32cCodec()]],
                          ids=["zstd", "raw", "blosc+crc32c"])
 @pytest.mark.parametrize("endian", ["little", "big"])
