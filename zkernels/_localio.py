@@ -160,7 +160,7 @@ def _create_temp(path: str) -> tuple[str, int]:
                 raise
             os.makedirs(dirname, exist_ok=True)
             made_dirs = True
-        except FileExistsError:  # a name in use (a clash of names, or a leftover): another
+        except FileExistsError:  # a name in use (a clash, or a leftover): draw another
             if attempt == 3:
                 raise
     raise AssertionError("unreachable")
