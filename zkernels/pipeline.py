@@ -1395,7 +1395,10 @@ class KernelCodecPipeline(CodecPipeline):
                 return
             if kernel and is_slices(out_sel):
                 target = out_arr[(*out_sel, Ellipsis)]
-                if complete and chunk_sel == whole and target.shape == chunk_shape:
+                # only slices compare with ==: an array in chunk_sel (orthogonal selections)
+                # would be compared element by element
+                if (complete and is_slices(chunk_sel) and chunk_sel == whole
+                        and target.shape == chunk_shape):
                     box = (target, origin)  # the whole chunk, as zarr's indexers write it
                 else:
                     box = _box_of(chunk_sel, chunk_shape, target)
