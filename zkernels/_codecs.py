@@ -323,7 +323,7 @@ class BoundChain:
         # The chunk decode kernel (zkernels._decode) runs the whole chain in C: a bytes codec
         # followed by crc32c and at most one of zstd/blosc (crc32c outermost), nothing else.
         self.kernel_steps = self._kernel_steps(bb)
-        self.encode_steps, self.zstd_params = self._encode_steps(bb)
+        self.encode_steps, self.encode_params = self._encode_steps(bb)
         # the fill value as the kernels write it: one element's bytes in the native dtype
         self.fill_bytes = np.asarray(self.fill_value, dtype=self.native_dtype).tobytes()
 
@@ -334,20 +334,32 @@ class BoundChain:
         steps = tuple(names.get(type(c), "?") for c in reversed(bb))  # decode order
         return steps if can_decode(steps) else None
 
-    def _encode_steps(self, bb: tuple[Codec, ...]) -> tuple[tuple[str, ...] | None, tuple]:
+    def _encode_steps(self, bb: tuple[Codec, ...]) -> tuple[tuple[str, ...] | None, dict]:
         """The chain for the chunk encode kernel (zkernels._encode): a bytes codec, then
-        optionally zstd, then crc32c; and zstd's (level, checksum)."""
+        optionally zstd or blosc, then crc32c; and the compressor's parameters, taken from the
+        numcodecs object zarr's codec encodes with (the kernel calls the same library)."""
         if self.transposes or self.v2 or self.swap_unit is None:
-            return None, ()
-        names = {ZstdCodec: "zstd", Crc32cCodec: "crc32c"}
+            return None, {}
+        names = {ZstdCodec: "zstd", BloscCodec: "blosc", Crc32cCodec: "crc32c"}
         steps = tuple(names.get(type(c), "?") for c in bb)
-        if not can_encode(steps):
-            return None, ()
+        params: dict[str, Any] = {}
+        for c in bb:
+            if type(c) is ZstdCodec:
+                params.update(zstd_level=int(c.level), zstd_checksum=bool(c.checksum))
+            elif type(c) is BloscCodec:
+                try:
+                    nc = c._blosc_codec
+                except Exception:  # noqa: BLE001 - zarr's own encode raises it, in Python
+                    return None, {}
+                # numcodecs before 0.16 has no typesize: it then reads the buffer's, 1 (bytes)
+                params.update(blosc_cname=nc.cname, blosc_clevel=nc.clevel,
+                              blosc_shuffle=nc.shuffle, blosc_blocksize=nc.blocksize,
+                              blosc_typesize=getattr(nc, "_typesize", None) or 1)
+        if not can_encode(steps, self.nbytes, **params):
+            return None, {}
         fill = np.asarray(self.fill_value, dtype=self.native_dtype)  # as the pipeline passes it
         if not self.write_empty_chunks and not can_test_fill(self.stored_dtype, fill):
-            return None, ()
-        zstd = [c for c in bb if type(c) is ZstdCodec]
-        params = (int(zstd[0].level), bool(zstd[0].checksum)) if zstd else (0, False)
+            return None, {}
         return steps, params
 
     def _swap_unit(self) -> int | None:

@@ -6,7 +6,8 @@
 # buffer, byte-swapped to the stored order (the dense kernel's box copy, see _dense.pxd); test it
 # against the fill value exactly as zarr does (the _scatter kernel's test, see _scatter.pxd);
 # compress with zstd (numcodecs' own libzstd, same parameters as numcodecs, through a context
-# reused per thread); append crc32c checksums. The pipeline then assembles the shard from these
+# reused per thread) or blosc (numcodecs' own c-blosc, the very call numcodecs makes off the
+# main thread: `blosc_compress_ctx` with one internal thread); append crc32c checksums. The pipeline then assembles the shard from these
 # buffers and the kept chunks of the old shard with `concat_ranges`.
 #
 # Layering (house style): `encode_box_c` is the nogil core (status code + error detail);
@@ -34,9 +35,14 @@ cdef extern from "zk_codecs.h" nogil:
         size_t (*zstd_compress2)(void *cctx, void *dst, size_t dst_cap, const void *src,
                                  size_t src_size) noexcept nogil
         size_t (*zstd_compressBound)(size_t src_size) noexcept nogil
+        int (*blosc_compress_ctx)(int clevel, int doshuffle, size_t typesize, size_t nbytes,
+                                  const void *src, void *dest, size_t destsize,
+                                  const char *compressor, size_t blocksize,
+                                  int numinternalthreads) noexcept nogil
     zk_codec_api zk_api
     int zk_codecs_set(const char *name, uintptr_t addr)
     int zk_zstd_encode_ready()
+    int zk_blosc_encode_ready()
     void *zk_zstd_cctx(int *owned)
 
 import operator
@@ -48,12 +54,16 @@ from zkernels.errors import CorruptChunkError
 
 cnp.import_array()
 
-__all__ = ["encode_chunks", "concat_ranges", "can_encode", "can_test_fill", "zstd_bound"]
+__all__ = ["blosc_bound", "can_encode", "can_test_fill", "concat_ranges", "encode_chunks",
+           "zstd_bound"]
 
 # zstd.h: ZSTD_reset_session_and_parameters, ZSTD_c_compressionLevel, ZSTD_c_checksumFlag
 cdef int ZSTD_RESET_ALL = 3
 cdef int ZSTD_C_LEVEL = 100
 cdef int ZSTD_C_CHECKSUM = 201
+# blosc.h: BLOSC_MAX_OVERHEAD, BLOSC_MAX_BUFFERSIZE, BLOSC_MAX_TYPESIZE
+cdef size_t BLOSC_OVERHEAD = 16
+BLOSC_MAX_BUFFERSIZE = 2**31 - 1 - 16
 
 cdef enum:
     MAXSTEPS = 8
@@ -61,24 +71,32 @@ cdef enum:
 cdef enum Step:
     STEP_CRC32C = 1
     STEP_ZSTD = 2
+    STEP_BLOSC = 3
 
 cdef enum:
     ENC_OK = 0
     ENC_ZSTD = 1          # zstd error `code`
     ENC_NOMEM = 2
     ENC_FILL = 3          # the fill test failed (out of memory)
+    ENC_BLOSC = 4         # blosc error: its return value in `code`
 
-_STEP_CODES = {"crc32c": STEP_CRC32C, "zstd": STEP_ZSTD}
+_STEP_CODES = {"crc32c": STEP_CRC32C, "zstd": STEP_ZSTD, "blosc": STEP_BLOSC}
+_COMPRESSORS = (STEP_ZSTD, STEP_BLOSC)
 
 
 cdef struct EncodeArgs:
     DenseArgs box                      # the input box: `out` is its first element (read only)
     const int64_t *chunks              # linear (C-order) chunk numbers to encode, in this order
     Py_ssize_t n_chunks
-    int steps[MAXSTEPS]                # encode order: at most one zstd, then crc32c
+    int steps[MAXSTEPS]                # encode order: at most one zstd or blosc, then crc32c
     int n_steps
-    int level
+    int level                          # zstd
     int checksum
+    int clevel                         # blosc: numcodecs' Blosc(cname, clevel, shuffle,
+    int shuffle                        #   blocksize, typesize)
+    size_t typesize
+    size_t blocksize
+    char cname[16]
     bint check_fill
     zk_fillspec spec                   # the fill test, on the stored representation
     uint8_t *dst
@@ -87,7 +105,8 @@ cdef struct EncodeArgs:
 
 cdef struct EncodeError:
     Py_ssize_t chunk
-    size_t code
+    size_t code                        # zstd's error code
+    int blosc                          # blosc's return value
 
 
 _ZSTD_SYMBOLS = ("ZSTD_createCCtx", "ZSTD_freeCCtx", "ZSTD_CCtx_reset", "ZSTD_CCtx_setParameter",
@@ -97,6 +116,12 @@ _found = _libs.find("numcodecs.zstd", None, _ZSTD_SYMBOLS)
 if _found is not None:
     for _sym, _addr in _found[1].items():
         zk_codecs_set(_sym.encode(), <uintptr_t>_addr)
+_found = _libs.find("numcodecs.blosc", None, ("blosc_compress_ctx",))
+_BLOSC_CNAMES = ()
+if _found is not None:
+    zk_codecs_set(b"blosc_compress_ctx", <uintptr_t>_found[1]["blosc_compress_ctx"])
+    import numcodecs.blosc
+    _BLOSC_CNAMES = tuple(numcodecs.blosc.list_compressors())  # those this c-blosc was built with
 
 
 cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
@@ -105,7 +130,7 @@ cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
     cdef Py_ssize_t shape1[1]
     cdef Py_ssize_t strides1[1]
     cdef Py_ssize_t i, rem, k, src_off
-    cdef int nd = a.ndim, owned = 0, j, rc, status = ENC_OK
+    cdef int nd = a.ndim, owned = 0, j, rc, ret, status = ENC_OK
     cdef size_t nbytes = <size_t>a.chunk_nbytes, n, r, cap = 0
     cdef uint8_t *scratch
     cdef uint8_t *p = e.dst
@@ -154,6 +179,17 @@ cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
                     status = ENC_ZSTD
                     break
                 n = r
+            elif e.steps[j] == STEP_BLOSC:
+                # numcodecs' destination size exactly: blosc stores a chunk it cannot shrink
+                # below it as a copy, so the size decides the bytes
+                ret = zk_api.blosc_compress_ctx(e.clevel, e.shuffle, e.typesize, nbytes,
+                                                scratch, p, nbytes + BLOSC_OVERHEAD, e.cname,
+                                                e.blocksize, 1)
+                if ret <= 0:
+                    err.blosc = ret
+                    status = ENC_BLOSC
+                    break
+                n = <size_t>ret
             else:  # STEP_CRC32C, over what is there so far
                 if j == 0:
                     memcpy(p, scratch, nbytes)
@@ -181,19 +217,57 @@ cdef list _step_codes(object steps):
     if len(codes) > MAXSTEPS:
         raise ValueError(f"at most {MAXSTEPS} steps, got {len(codes)}")
     for j, code in enumerate(codes):
-        if code == STEP_ZSTD:
+        if code in _COMPRESSORS:
+            name = steps[j]
             if j != 0:
-                raise ValueError("zstd must come first (encode order), before any crc32c")
-            if not zk_zstd_encode_ready():
+                raise ValueError(f"{name} must come first (encode order), before any crc32c")
+            if code == STEP_ZSTD and not zk_zstd_encode_ready():
                 raise LookupError("numcodecs' libzstd not found")
+            if code == STEP_BLOSC and not zk_blosc_encode_ready():
+                raise LookupError("numcodecs' c-blosc not found")
     return codes
 
 
-def can_encode(steps):
-    """True if `encode_chunks` runs this chain of steps (encode order) with the libraries found."""
+cdef tuple _blosc_params(object cname, object clevel, object shuffle, object typesize,
+                         object blocksize, Py_ssize_t nbytes):
+    """numcodecs' Blosc parameters as its `compress` hands them to c-blosc, checked as
+    numcodecs and c-blosc check them (so that the kernel never meets an error they would
+    report; the caller leaves such chunks to numcodecs): (cname bytes, clevel, shuffle,
+    typesize, blocksize)."""
+    if cname not in _BLOSC_CNAMES:
+        raise ValueError(f"blosc compressor {cname!r} is not one of this c-blosc's: "
+                         f"{list(_BLOSC_CNAMES)}")
+    clevel = operator.index(clevel)
+    shuffle = operator.index(shuffle)
+    typesize = operator.index(typesize)
+    blocksize = operator.index(blocksize)
+    if not 0 <= clevel <= 9:
+        raise ValueError(f"blosc clevel must be 0 to 9, got {clevel}")
+    if typesize < 1:
+        raise ValueError(f"blosc typesize must be at least 1, got {typesize}")
+    if shuffle == -1:  # numcodecs' AUTOSHUFFLE
+        shuffle = 2 if typesize == 1 else 1
+    if shuffle not in (0, 1, 2):
+        raise ValueError(f"blosc shuffle must be -1, 0, 1 or 2, got {shuffle}")
+    if blocksize < 0:
+        raise ValueError(f"blosc blocksize must be 0 (automatic) or more, got {blocksize}")
+    if nbytes > BLOSC_MAX_BUFFERSIZE:
+        raise ValueError(f"blosc takes at most {BLOSC_MAX_BUFFERSIZE} bytes per chunk, "
+                         f"not {nbytes}")
+    return cname.encode("ascii"), clevel, shuffle, typesize, blocksize
+
+
+def can_encode(steps, chunk_nbytes=0, *, zstd_level=0, zstd_checksum=False, blosc_cname="lz4",
+               blosc_clevel=5, blosc_shuffle=1, blosc_typesize=1, blosc_blocksize=0):
+    """True if `encode_chunks` runs this chain of steps (encode order) with the libraries found
+    and, with blosc, these parameters on chunks of `chunk_nbytes` bytes (the compressor
+    keywords are encode_chunks'; zstd takes any level and checksum flag, as numcodecs does)."""
     try:
-        _step_codes(steps)
-    except (ValueError, LookupError):
+        codes = _step_codes(steps)
+        if STEP_BLOSC in codes:
+            _blosc_params(blosc_cname, blosc_clevel, blosc_shuffle, blosc_typesize,
+                          blosc_blocksize, operator.index(chunk_nbytes))
+    except (ValueError, LookupError, TypeError):
         return False
     return True
 
@@ -212,9 +286,16 @@ def zstd_bound(nbytes):
     return zk_api.zstd_compressBound(<size_t>operator.index(nbytes))
 
 
+def blosc_bound(nbytes):
+    """The most bytes blosc may produce for `nbytes` of input (BLOSC_MAX_OVERHEAD more), and the
+    destination size numcodecs gives it."""
+    return operator.index(nbytes) + BLOSC_OVERHEAD
+
+
 def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per_shard,
                   swap_unit=0, stored_dtype=None, fill_value=None, skip_fill=False,
-                  zstd_level=0, zstd_checksum=False):
+                  zstd_level=0, zstd_checksum=False, blosc_cname="lz4", blosc_clevel=5,
+                  blosc_shuffle=1, blosc_typesize=1, blosc_blocksize=0):
     """Encode whole inner chunks of an input box into one buffer, one after another.
 
     Parameters
@@ -226,7 +307,8 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
         Linear (C-order) numbers of the chunks to encode, in the order to lay them out; each
         must lie wholly inside the box.
     steps : sequence of str
-        Encode order: optionally ``"zstd"`` first, then any number of ``"crc32c"``.
+        Encode order: optionally ``"zstd"`` or ``"blosc"`` first, then any number of
+        ``"crc32c"``.
     chunk_shape, region_start, chunks_per_shard : tuple of int
         The chunk grid of the shard.
     swap_unit : {0, 2, 4, 8}
@@ -238,6 +320,12 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
         encoded and get size -1.
     zstd_level, zstd_checksum : int, bool
         zstd parameters, as numcodecs' ``Zstd(level, checksum)``.
+    blosc_cname, blosc_clevel, blosc_shuffle, blosc_typesize, blosc_blocksize : str, int
+        blosc parameters, as numcodecs' ``Blosc(cname, clevel, shuffle, blocksize, typesize)``
+        (shuffle -1: bit shuffle for typesize 1, else byte shuffle). The bytes are those
+        numcodecs writes off the main thread (zarr encodes in worker threads); on the main
+        thread numcodecs may let c-blosc use its own threads, which can order the blocks of
+        a large chunk differently.
 
     Returns
     -------
@@ -283,7 +371,16 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
                     f"{region_start[k] + value.shape[k]})"
                 )
     nbytes = e.box.chunk_nbytes
-    per = (zk_api.zstd_compressBound(nbytes) if STEP_ZSTD in codes else nbytes)
+    if STEP_BLOSC in codes:
+        cname, e.clevel, e.shuffle, e.typesize, e.blocksize = _blosc_params(
+            blosc_cname, blosc_clevel, blosc_shuffle, blosc_typesize, blosc_blocksize, nbytes)
+        memcpy(e.cname, <const char *>cname, len(cname) + 1)
+    if STEP_ZSTD in codes:
+        per = zk_api.zstd_compressBound(nbytes)
+    elif STEP_BLOSC in codes:
+        per = nbytes + BLOSC_OVERHEAD
+    else:
+        per = nbytes
     per += 4 * sum(1 for c in codes if c == STEP_CRC32C)
     data = np.empty(max(1, n * per), dtype=np.uint8)
     sizes = np.empty(n, dtype=np.int64)
@@ -316,6 +413,9 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
     if status == ENC_ZSTD:
         name = zk_api.zstd_getErrorName(err.code).decode("utf-8", "replace")
         raise CorruptChunkError(f"inner chunk {coords}: zstd compression failed: {name}")
+    if status == ENC_BLOSC:
+        raise CorruptChunkError(f"inner chunk {coords}: blosc compression failed: error "
+                                f"{err.blosc}")
     raise MemoryError(f"encoding inner chunk {coords}: out of memory")
 
 

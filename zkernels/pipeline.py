@@ -943,7 +943,6 @@ class _ShardWrite(_ShardJob):
         """Encode whole chunks (linear numbers, in layout order) with the chunk encode kernel."""
         bound = self.bound
         arr, start = self.kbox
-        level, checksum = bound.zstd_params
         data, sizes = encode_chunks(
             arr,
             chunks,
@@ -955,8 +954,7 @@ class _ShardWrite(_ShardJob):
             stored_dtype=bound.stored_dtype,
             fill_value=np.asarray(bound.fill_value, dtype=bound.native_dtype),  # as _is_empty_chunk
             skip_fill=not bound.write_empty_chunks,
-            zstd_level=level,
-            zstd_checksum=checksum,
+            **bound.encode_params,
         )
         return chunks, data, sizes
 

@@ -1,7 +1,9 @@
-"""Tests of zkernels._encode: whole inner chunks cut out of a box, fill-tested, zstd + crc32c.
+"""Tests of zkernels._encode: whole inner chunks cut out of a box, fill-tested, compressed with
+zstd or blosc, crc32c appended.
 
-Oracles: numcodecs' own Zstd (the object zarr's ZstdCodec encodes with), zarr's Crc32cCodec and
-google_crc32c for the checksum, a numpy twin for the gathered bytes
+Oracles: numcodecs' own Zstd (the object zarr's ZstdCodec encodes with), numcodecs' Blosc run in
+a worker thread (as zarr's BloscCodec runs it), zarr's Crc32cCodec and google_crc32c for the
+checksum, a numpy twin for the gathered bytes
 (``np.ascontiguousarray(value[box]).astype(stored_dtype).tobytes()``), zarr 3.1.6's
 ``NDBuffer.all_equal`` and ``zkernels.is_fill`` for the fill test, and the decode kernel for the
 round trip. ``concat_ranges`` is compared with a numpy concatenation.
@@ -9,24 +11,28 @@ round trip. ``concat_ranges`` is compared with a numpy concatenation.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import threading
 import time
 import types
 
 import google_crc32c
+import numcodecs
+import numcodecs.blosc
 import numpy as np
 import pytest
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.buffer.cpu import Buffer, NDBuffer
 
 import zkernels
 from zkernels._decode import decode_chunks
 from zkernels._encode import (
+    blosc_bound,
     can_encode,
     can_test_fill,
     concat_ranges,
@@ -35,11 +41,17 @@ from zkernels._encode import (
 )
 from zkernels.errors import CorruptChunkError
 
-pytestmark = pytest.mark.skipif(not can_encode(["zstd"]), reason="numcodecs' libzstd not found")
+pytestmark = pytest.mark.skipif(not (can_encode(["zstd"]) and can_encode(["blosc"])),
+                                reason="numcodecs' libzstd or c-blosc not found")
 
 EMPTY = np.uint64(2**64 - 1)
 LEVELS = (-5, -1, 0, 1, 3, 9, 19, 22)
-STEPS = ((), ("crc32c",), ("zstd",), ("zstd", "crc32c"), ("zstd", "crc32c", "crc32c"))
+STEPS = ((), ("crc32c",), ("zstd",), ("zstd", "crc32c"), ("zstd", "crc32c", "crc32c"),
+         ("blosc",), ("blosc", "crc32c"))
+BLOSC_CNAMES = tuple(numcodecs.blosc.list_compressors())
+# encode_chunks' blosc keywords and their defaults (numcodecs' Blosc defaults, typesize 1)
+BLOSC_DEFAULTS = dict(blosc_cname="lz4", blosc_clevel=5, blosc_shuffle=1, blosc_typesize=1,
+                      blosc_blocksize=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -52,6 +64,25 @@ def numcodecs_zstd(level, checksum):
 
 
 _CRC_SPEC = types.SimpleNamespace(prototype=default_buffer_prototype())
+_WORKER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="blosc-ref")
+
+
+def numcodecs_blosc(blosc_cname="lz4", blosc_clevel=5, blosc_shuffle=1, blosc_typesize=1,
+                    blosc_blocksize=0):
+    """numcodecs' Blosc with encode_chunks' blosc keywords."""
+    return numcodecs.Blosc(cname=blosc_cname, clevel=blosc_clevel, shuffle=blosc_shuffle,
+                           blocksize=blosc_blocksize, typesize=blosc_typesize)
+
+
+def off_main(fn, *args):
+    """`fn(*args)` in a worker thread: zarr runs blosc there (asyncio.to_thread), where
+    numcodecs calls c-blosc's blosc_compress_ctx with one thread."""
+    return _WORKER.submit(fn, *args).result()
+
+
+def blosc_encode(raw: bytes, **params) -> bytes:
+    codec = numcodecs_blosc(**params)
+    return bytes(off_main(codec.encode, np.frombuffer(raw, np.uint8)))
 
 
 def zarr_crc32c(data: bytes) -> bytes:
@@ -60,12 +91,15 @@ def zarr_crc32c(data: bytes) -> bytes:
     return out.to_bytes()
 
 
-def ref_encode(raw: bytes, steps, level=0, checksum=False) -> bytes:
-    """One chunk encoded as zarr encodes it: the steps in encode order."""
+def ref_encode(raw: bytes, steps, level=0, checksum=False, blosc=None) -> bytes:
+    """One chunk encoded as zarr encodes it: the steps in encode order (`blosc`: encode_chunks'
+    blosc keywords)."""
     data = bytes(raw)
     for s in steps:
         if s == "zstd":
             data = bytes(numcodecs_zstd(level, checksum).encode(data))
+        elif s == "blosc":
+            data = blosc_encode(data, **(blosc or {}))
         else:
             assert s == "crc32c"
             data = data + int(google_crc32c.value(data)).to_bytes(4, "little")
@@ -77,6 +111,8 @@ def ref_decode(stored: bytes, steps, level=0, checksum=False) -> bytes:
     for s in reversed(steps):
         if s == "zstd":
             data = bytes(numcodecs_zstd(level, checksum).decode(data))
+        elif s == "blosc":
+            data = bytes(numcodecs.Blosc().decode(data))
         else:
             assert int(google_crc32c.value(data[:-4])).to_bytes(4, "little") == data[-4:]
             data = data[:-4]
@@ -236,11 +272,139 @@ def test_zstd_bound():
 
 def test_can_encode():
     for ok in ((), ("crc32c",), ("zstd",), ("zstd", "crc32c"), ("zstd", "crc32c", "crc32c"),
-               ["crc32c"] * 8):
+               ["crc32c"] * 8, ("blosc",), ("blosc", "crc32c")):
         assert can_encode(ok), ok
-    for bad in (("crc32c", "zstd"), ("zstd", "zstd"), ("gzip",), ("blosc",), ("bytes",),
-                ["crc32c"] * 9):
+    for bad in (("crc32c", "zstd"), ("zstd", "zstd"), ("gzip",), ("bytes",), ["crc32c"] * 9,
+                ("crc32c", "blosc"), ("blosc", "zstd"), ("zstd", "blosc"), ("blosc", "blosc")):
         assert not can_encode(bad), bad
+
+
+# parameters the kernel refuses (numcodecs or c-blosc would raise, or store nothing the same):
+# the pipeline leaves such chunks to numcodecs, which gives zarr's own error
+BAD_BLOSC = [
+    (dict(blosc_cname="snappy"), "is not one of this c-blosc's"),  # zarr knows it, numcodecs' build not
+    (dict(blosc_cname="nope"), "is not one of this c-blosc's"),
+    (dict(blosc_cname=b"lz4"), "is not one of this c-blosc's"),
+    (dict(blosc_clevel=10), "clevel must be 0 to 9"),
+    (dict(blosc_clevel=-1), "clevel must be 0 to 9"),
+    (dict(blosc_shuffle=3), "shuffle must be -1, 0, 1 or 2"),
+    (dict(blosc_shuffle=-2), "shuffle must be -1, 0, 1 or 2"),
+    (dict(blosc_typesize=0), "typesize must be at least 1"),
+    (dict(blosc_blocksize=-1), "blocksize must be 0"),
+]
+
+
+@pytest.mark.parametrize("params, msg", BAD_BLOSC, ids=[str(p) for p, _ in BAD_BLOSC])
+def test_blosc_parameters_refused(params, msg):
+    assert not can_encode(("blosc",), 8, **params)
+    assert can_encode(("zstd",), 8, **params)  # blosc's parameters only matter to blosc
+    value = np.arange(16, dtype="<u2")
+    with pytest.raises(ValueError, match=msg):
+        encode(value, [0, 1], (8,), steps=("blosc",), **params)
+
+
+def test_blosc_chunk_size_limit():
+    limit = 2**31 - 1 - 16  # BLOSC_MAX_BUFFERSIZE: c-blosc refuses more, numcodecs raises
+    assert can_encode(("blosc",), limit)
+    assert not can_encode(("blosc",), limit + 1)
+    assert can_encode(("zstd",), limit + 1)
+    assert blosc_bound(limit) == limit + 16
+
+
+def test_blosc_reference_is_zarrs_codec():
+    """The oracle (numcodecs' Blosc in a worker thread) is what zarr's BloscCodec stores."""
+    spec = types.SimpleNamespace(prototype=default_buffer_prototype())
+    raw = np.frombuffer(text_bytes(40000), np.uint8).copy()
+    for cname, shuffle, typesize in [("lz4", "shuffle", 2), ("zstd", "bitshuffle", 4),
+                                     ("zlib", "noshuffle", 1), ("blosclz", "shuffle", 8)]:
+        codec = BloscCodec(cname=cname, clevel=7, shuffle=shuffle, typesize=typesize,
+                           blocksize=4096)
+        zarr_bytes = off_main(codec._encode_sync, Buffer.from_bytes(raw.tobytes()), spec)
+        ours = blosc_encode(raw.tobytes(), blosc_cname=cname, blosc_clevel=7,
+                            blosc_shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[shuffle],
+                            blosc_typesize=typesize, blosc_blocksize=4096)
+        assert zarr_bytes.to_bytes() == ours
+
+
+def blosc_sample(rng, kind, nbytes):
+    """Chunk bytes of `kind`: smooth u2 ramps (compress well, better with a shuffle), words,
+    constant, incompressible (stored as a copy: the destination size decides the bytes)."""
+    if kind == "ramp":
+        return (np.cumsum(rng.integers(-3, 4, nbytes // 2)) % 4000).astype("<u2").tobytes()
+    if kind == "text":
+        return text_bytes(nbytes, int(rng.integers(0, 100)))
+    if kind == "constant":
+        return bytes([int(rng.integers(0, 256))]) * nbytes
+    return rng.bytes(nbytes)
+
+
+@pytest.mark.parametrize("shuffle", [-1, 0, 1, 2])
+@pytest.mark.parametrize("cname", BLOSC_CNAMES)
+def test_blosc_matches_numcodecs(cname, shuffle):
+    rng = np.random.default_rng(len(cname) * 10 + shuffle)
+    kinds = ("ramp", "text", "constant", "random")
+    # chunks of 2 KiB (one blosc block) and 96 KiB (several blocks with a blocksize of 8 KiB
+    # or automatic at the higher levels), several chunks per call
+    for nbytes, grid in ((2048, (2, 4)), (98304, (1, 4))):
+        blocks = [np.frombuffer(blosc_sample(rng, kinds[i % 4], nbytes), "<u2")
+                  for i in range(grid[0] * grid[1])]
+        value = tile([b.reshape(1, -1) for b in blocks], grid)
+        order = rng.permutation(len(blocks))
+        for clevel, typesize, blocksize in [(5, 2, 0), (0, 2, 0), (1, 1, 0), (9, 4, 0),
+                                            (3, 8, 8192), (5, 300, 0), (9, 2, 1000)]:
+            params = dict(blosc_cname=cname, blosc_clevel=clevel, blosc_shuffle=shuffle,
+                          blosc_typesize=typesize, blosc_blocksize=blocksize)
+            data, sizes = encode(value, order, (1, nbytes // 2), steps=("blosc",), **params)
+            for lin, enc in zip(order, split(data, sizes)):
+                raw = blocks[lin].tobytes()
+                assert enc == blosc_encode(raw, **params), (nbytes, lin, params)
+                assert len(enc) <= blosc_bound(nbytes)
+                assert bytes(numcodecs.Blosc().decode(enc)) == raw
+
+
+def test_blosc_parameters_change_the_bytes():
+    """The test above tells the parameters apart: each changes the stored bytes."""
+    raw = (np.cumsum(np.random.default_rng(2).integers(-3, 4, 16384)) % 4000).astype("<u2")
+    value = raw.reshape(1, -1)
+    base = dict(blosc_cname="zstd", blosc_clevel=5, blosc_shuffle=1, blosc_typesize=2,
+                blosc_blocksize=0)
+    seen = {}
+    for key, other in [("blosc_cname", "lz4"), ("blosc_clevel", 1), ("blosc_shuffle", 2),
+                       ("blosc_typesize", 4), ("blosc_blocksize", 4096), (None, None)]:
+        params = dict(base) if key is None else {**base, key: other}
+        data, _ = encode(value, [0], value.shape, steps=("blosc",), **params)
+        assert bytes(data) == blosc_encode(raw.tobytes(), **params)
+        seen[key] = bytes(data)
+    assert len(set(seen.values())) == len(seen), "some parameter did not change the bytes"
+
+
+def test_blosc_threads_each_own_parameters():
+    """Threads encoding at once with different blosc parameters (no shared state)."""
+    rng = np.random.default_rng(9)
+    blocks = varied_chunks(rng, 16, (64, 64))
+    value = tile(blocks, (4, 4))
+    results, errors = {}, []
+    settings_ = {i: dict(blosc_cname=BLOSC_CNAMES[i % len(BLOSC_CNAMES)], blosc_clevel=i + 1,
+                         blosc_shuffle=i % 3, blosc_typesize=2 ** (i % 3)) for i in range(4)}
+
+    def work(i):
+        try:
+            for _ in range(5):
+                data, sizes = encode(value, np.arange(16), (64, 64), steps=("blosc",),
+                                     **settings_[i])
+                results.setdefault(i, []).append(split(data, sizes))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in settings_]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, runs in results.items():
+        want = [blosc_encode(b.tobytes(), **settings_[i]) for b in blocks]
+        assert all(r == want for r in runs), settings_[i]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -771,7 +935,7 @@ def test_threads_each_own_context():
 
 
 # ------------------------------------------------------------------------------------------------
-# (h) hypothesis: shapes, dtypes, levels vs numcodecs per chunk
+# (h) hypothesis: shapes, dtypes, zstd and blosc parameters vs numcodecs per chunk
 
 
 @st.composite
@@ -796,15 +960,19 @@ def encode_case(draw):
     checksum = draw(st.booleans())
     skip_fill = draw(st.booleans())
     seed = draw(st.integers(0, 2**32 - 1))
+    blosc = dict(blosc_cname=draw(st.sampled_from(BLOSC_CNAMES)),
+                 blosc_clevel=draw(st.integers(0, 9)), blosc_shuffle=draw(st.integers(-1, 2)),
+                 blosc_typesize=draw(st.sampled_from([1, 2, 3, 4, 8, 16, 255, 256])),
+                 blosc_blocksize=draw(st.sampled_from([0, 0, 1, 16, 100, 4096])))
     return (chunk_shape, cps, region_start, shape, dtype, swap, layout, steps, level, checksum,
-            skip_fill, seed)
+            skip_fill, seed, blosc)
 
 
 @settings(max_examples=150, deadline=None)
 @given(encode_case())
 def test_hypothesis_vs_numcodecs(case):
     (chunk_shape, cps, region_start, shape, dtype, swap, layout, steps, level, checksum,
-     skip_fill, seed) = case
+     skip_fill, seed, blosc) = case
     rng = np.random.default_rng(seed)
     value = make_value(rng, shape, dtype, layout)
     if layout != "broadcast" and value.size and rng.random() < 0.5:
@@ -820,11 +988,11 @@ def test_hypothesis_vs_numcodecs(case):
     data, sizes = encode_chunks(value, chunks, steps=steps, chunk_shape=chunk_shape,
                                 region_start=region_start, chunks_per_shard=cps, swap_unit=swap,
                                 stored_dtype=stored, fill_value=fill, skip_fill=skip_fill,
-                                zstd_level=level, zstd_checksum=checksum)
+                                zstd_level=level, zstd_checksum=checksum, **blosc)
     for lin, enc in zip(chunks, split(data, sizes)):
         raw = twin_raw(value, lin, chunk_shape, region_start, cps, stored)
         block = value[chunk_box(lin, chunk_shape, region_start, cps)]
         if skip_fill and zarr_all_equal(np.ascontiguousarray(block), fill):
             assert enc is None
         else:
-            assert enc == ref_encode(raw, steps, level, checksum)
+            assert enc == ref_encode(raw, steps, level, checksum, blosc)

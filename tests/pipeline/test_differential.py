@@ -111,6 +111,43 @@ def test_transpose_inside_shard(twin, h, transpose):
     _full_cycle(t, h, (30, 20), "int32", (5, 4), fill=-1, selections=[(slice(2, 27, 4), slice(1, 19))])
 
 
+# blosc as zarr users configure it: each compressor c-blosc has, each shuffle, the typesize and
+# shuffle zarr derives from the dtype (lz4hc), an explicit typesize and a small blocksize (zlib)
+BLOSC_VARIANTS = {
+    "lz4-shuffle": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "zstd-bitshuffle": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+    "blosclz-noshuffle": BloscCodec(cname="blosclz", clevel=9, shuffle="noshuffle"),
+    "zlib-typesize1-blocks": BloscCodec(cname="zlib", clevel=1, shuffle="shuffle", typesize=1,
+                                        blocksize=4096),
+    "lz4hc-from-dtype": BloscCodec(cname="lz4hc"),
+}
+
+
+@pytest.mark.parametrize("variant", list(BLOSC_VARIANTS))
+@pytest.mark.parametrize("dtype, endian", [("uint16", "little"), ("float64", "big"),
+                                           ("uint8", "little"), ("complex64", "little")])
+def test_blosc_sharded_writes(twin, h, monkeypatch, variant, dtype, endian):
+    import zkernels.pipeline as zp
+
+    calls = []
+    kernel = zp.encode_chunks
+    monkeypatch.setattr(zp, "encode_chunks", lambda *a, **k: calls.append(k) or kernel(*a, **k))
+    # inner chunks of 32x128: up to 32 KiB, several blosc blocks for the wider dtypes
+    t = twin("memory", shape=(150, 260), dtype=dtype, chunks=(64, 256),
+             serializer=sharded((32, 128), endian=endian, compressors=[BLOSC_VARIANTS[variant]]),
+             compressors=None, fill_value=0, config={"write_empty_chunks": False})
+    _full_cycle(t, h, (150, 260), dtype, (32, 128), fill=0,
+                selections=[(slice(5, 140, 3), slice(2, 250))])
+    assert calls and all("blosc" in k["steps"] for k in calls)  # the kernel encoded them
+    # whole inner chunks replaced inside existing shards (the others' bytes kept), then a
+    # partial one (merged in Python, through numcodecs)
+    t.write((slice(32, 64), slice(0, 256)), h.sample_data((32, 256), dtype, seed=5))
+    t.check_stored()
+    t.write((slice(3, 70), slice(5, 9)), h.sample_data((67, 4), dtype, seed=6))
+    t.check_stored()
+    t.check_read(Ellipsis)
+
+
 @pytest.mark.parametrize("fill", [np.nan, 0.0, -0.0, 1.5])
 @pytest.mark.parametrize("write_empty_chunks", [True, False])
 def test_fill_values_and_empty_chunks(twin, h, fill, write_empty_chunks):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, TransposeCodec, ZstdCodec
+from zarr.codecs import (
+    BloscCodec,
+    BytesCodec,
+    Crc32cCodec,
+    GzipCodec,
+    ShardingCodec,
+    TransposeCodec,
+    ZstdCodec,
+)
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False
@@ -21,7 +29,7 @@ def layouts(draw):
     shape = tuple(draw(st.integers(0, 2 * s + 1)) for s in shard)
     dtype = draw(st.sampled_from(["u1", "i2", "<u4", "f4", "f8", "c8", "i8", "bool"]))
     endian = draw(st.sampled_from(["little", "big"]))
-    comp = draw(st.sampled_from(["none", "zstd", "crc32c", "gzip"]))
+    comp = draw(st.sampled_from(["none", "zstd", "crc32c", "gzip", "blosc"]))
     transpose = draw(st.booleans()) and ndim > 1
     index_location = draw(st.sampled_from(["start", "end"]))
     index_crc = draw(st.booleans())
@@ -49,7 +57,8 @@ def test_random_layouts_writes_and_reads(twin, h, data, layout):
     codecs = ([TransposeCodec(order=tuple(reversed(range(len(L["shape"])))))] if L["transpose"] else [])
     codecs.append(BytesCodec(endian=L["endian"]))
     codecs += {"none": [], "zstd": [ZstdCodec(level=1)], "crc32c": [Crc32cCodec()],
-               "gzip": [GzipCodec(level=1)]}[L["comp"]]
+               "gzip": [GzipCodec(level=1)],
+               "blosc": [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]}[L["comp"]]
     serializer = ShardingCodec(
         chunk_shape=L["inner"], codecs=codecs,
         index_codecs=[BytesCodec()] + ([Crc32cCodec()] if L["index_crc"] else []),

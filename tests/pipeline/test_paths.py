@@ -135,8 +135,15 @@ def write_counters(monkeypatch):
         (np.s_[::2, :], False),  # steps
     ],
 )
-def test_writes_of_whole_inner_chunks_go_through_the_encode_kernel(write_counters, selection, kernel):
-    store, data = _array([ZstdCodec(), Crc32cCodec()])
+@pytest.mark.parametrize(
+    "codecs",
+    [[ZstdCodec(), Crc32cCodec()], [BloscCodec(cname="lz4")],
+     [BloscCodec(cname="zstd", shuffle="bitshuffle"), Crc32cCodec()]],
+    ids=["zstd+crc32c", "blosc-lz4", "blosc-zstd+crc32c"],
+)
+def test_writes_of_whole_inner_chunks_go_through_the_encode_kernel(write_counters, selection,
+                                                                   kernel, codecs):
+    store, data = _array(codecs)
     for c in write_counters.values():
         c.calls = 0  # count only the write below
     expected = data.copy()

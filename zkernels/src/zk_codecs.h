@@ -1,11 +1,13 @@
-/* Compression libraries reached through function pointers, for the nogil chunk decode kernel.
+/* Compression libraries reached through function pointers, for the nogil chunk decode and
+ * encode kernels.
  *
  * zkernels links neither libzstd nor c-blosc: numcodecs already ships both, compiled into its
- * extension modules with their C symbols exported. At import, zkernels/_decode.pyx looks the
- * functions up with ctypes (numcodecs' own copies first, so that decoding runs the very library
- * zarr's codecs run; a system libzstd as a second choice) and stores their addresses here with
- * zk_codecs_set(). A function left NULL means "not available": the pipeline then decodes those
- * chunks in Python, through numcodecs, as before.
+ * extension modules with their C symbols exported. At import, zkernels/_decode.pyx and
+ * zkernels/_encode.pyx look the functions up with ctypes (numcodecs' own copies first, so that
+ * the very library zarr's codecs run does the work; for decoding only, a system libzstd as a
+ * second choice) and store their addresses here with zk_codecs_set(); each module has its own
+ * copy of the table. A function left NULL means "not available": the pipeline then decodes or
+ * encodes those chunks in Python, through numcodecs, as before.
  *
  * The prototypes are those of zstd's stable API (zstd.h, v1.4+) and of c-blosc 1.x (blosc.h);
  * both have kept them unchanged for years.
@@ -41,6 +43,9 @@ typedef struct {
     int (*blosc_decompress_ctx)(const void *src, void *dest, size_t destsize, int nthreads);
     void (*blosc_cbuffer_sizes)(const void *cbuffer, size_t *nbytes, size_t *cbytes,
                                 size_t *blocksize);
+    int (*blosc_compress_ctx)(int clevel, int doshuffle, size_t typesize, size_t nbytes,
+                              const void *src, void *dest, size_t destsize,
+                              const char *compressor, size_t blocksize, int numinternalthreads);
     /* the LZ4 inside c-blosc, for the frames zk_blosc.h decodes itself (optional) */
     int (*lz4_decompress_safe)(const char *src, char *dst, int compressed_size,
                                int dst_capacity);
@@ -70,6 +75,7 @@ static int zk_codecs_set(const char *name, uintptr_t addr) {
     ZK_SET(zstd_compressBound, "ZSTD_compressBound")
     ZK_SET(blosc_decompress_ctx, "blosc_decompress_ctx")
     ZK_SET(blosc_cbuffer_sizes, "blosc_cbuffer_sizes")
+    ZK_SET(blosc_compress_ctx, "blosc_compress_ctx")
     ZK_SET(lz4_decompress_safe, "LZ4_decompress_safe")
 #undef ZK_SET
     return 0;
@@ -89,6 +95,8 @@ static int zk_zstd_encode_ready(void) {
 static int zk_blosc_ready(void) {
     return zk_api.blosc_decompress_ctx && zk_api.blosc_cbuffer_sizes;
 }
+
+static int zk_blosc_encode_ready(void) { return zk_api.blosc_compress_ctx != NULL; }
 
 /* One zstd context of each kind per thread, made on first use and freed when the thread ends
  * (numcodecs makes and frees one per chunk: about 10 us, half the decode of an 8 KiB chunk).
