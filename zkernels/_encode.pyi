@@ -26,6 +26,8 @@ def encode_chunks(
     blosc_shuffle: Literal[-1, 0, 1, 2] = 1,
     blosc_typesize: int = 1,
     blosc_blocksize: int = 0,
+    head: int = 0,
+    tail: int = 0,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]: ...
 def concat_ranges(
     sources: Sequence[Buffer],

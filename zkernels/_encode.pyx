@@ -3,7 +3,7 @@
 # in a single buffer, in one call, without the GIL.
 #
 # Per chunk, in encode order: gather the chunk from the (strided) input into a C-order scratch
-# buffer, byte-swapped to the stored order (the dense kernel's box copy, see _dense.pxd); test it
+# buffer (without a compressor: straight into the output), byte-swapped to the stored order (the dense kernel's box copy, see _dense.pxd); test it
 # against the fill value exactly as zarr does (the _scatter kernel's test, see _scatter.pxd);
 # compress with zstd (numcodecs' own libzstd, same parameters as numcodecs, through a context
 # reused per thread) or blosc (numcodecs' own c-blosc, the very call numcodecs makes off the
@@ -132,16 +132,16 @@ cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
     cdef Py_ssize_t i, rem, k, src_off
     cdef int nd = a.ndim, owned = 0, j, rc, ret, status = ENC_OK
     cdef size_t nbytes = <size_t>a.chunk_nbytes, n, r, cap = 0
-    cdef uint8_t *scratch
+    cdef uint8_t *scratch = NULL
+    cdef uint8_t *raw                  # the gathered chunk: scratch, or in place without a compressor
     cdef uint8_t *p = e.dst
     cdef void *cctx = NULL
-    cdef bint zstd = False
-    for j in range(e.n_steps):
-        if e.steps[j] == STEP_ZSTD:
-            zstd = True
-    scratch = <uint8_t *>malloc(nbytes if nbytes > 0 else 1)
-    if scratch == NULL:
-        return ENC_NOMEM
+    cdef bint zstd = e.n_steps > 0 and e.steps[0] == STEP_ZSTD
+    cdef bint compress = e.n_steps > 0 and e.steps[0] != STEP_CRC32C
+    if compress:
+        scratch = <uint8_t *>malloc(nbytes if nbytes > 0 else 1)
+        if scratch == NULL:
+            return ENC_NOMEM
     if zstd:
         cctx = zk_zstd_cctx(&owned)
         if cctx == NULL:
@@ -159,11 +159,12 @@ cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
             c[k] = rem % a.chunks_per_shard[k]
             rem = rem // a.chunks_per_shard[k]
             src_off += (c[k] * a.chunk_shape[k] - a.region_start[k]) * a.out_strides[k]
-        copy_box(scratch, a.chunk_strides, a.out + src_off, a.out_strides, a.chunk_shape, nd, a)
+        raw = scratch if compress else p  # crc32c alone appends to the chunk where it lies
+        copy_box(raw, a.chunk_strides, a.out + src_off, a.out_strides, a.chunk_shape, nd, a)
         if e.check_fill:
             shape1[0] = <Py_ssize_t>(nbytes // <size_t>a.itemsize)
             strides1[0] = a.itemsize
-            rc = is_fill_c(<const char *>scratch, 1, shape1, strides1, &e.spec)
+            rc = is_fill_c(<const char *>raw, 1, shape1, strides1, &e.spec)
             if rc < 0:
                 status = ENC_FILL
                 break
@@ -191,14 +192,10 @@ cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
                     break
                 n = <size_t>ret
             else:  # STEP_CRC32C, over what is there so far
-                if j == 0:
-                    memcpy(p, scratch, nbytes)
                 zk_store_le32(p + n, zk_crc32c(0, p, n))
                 n += 4
         if status != ENC_OK:
             break
-        if e.n_steps == 0:
-            memcpy(p, scratch, nbytes)
         e.sizes[i] = <int64_t>n
         p += n
     free(scratch)
@@ -295,7 +292,7 @@ def blosc_bound(nbytes):
 def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per_shard,
                   swap_unit=0, stored_dtype=None, fill_value=None, skip_fill=False,
                   zstd_level=0, zstd_checksum=False, blosc_cname="lz4", blosc_clevel=5,
-                  blosc_shuffle=1, blosc_typesize=1, blosc_blocksize=0):
+                  blosc_shuffle=1, blosc_typesize=1, blosc_blocksize=0, head=0, tail=0):
     """Encode whole inner chunks of an input box into one buffer, one after another.
 
     Parameters
@@ -326,11 +323,15 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
         numcodecs writes off the main thread (zarr encodes in worker threads); on the main
         thread numcodecs may let c-blosc use its own threads, which can order the blocks of
         a large chunk differently.
+    head, tail : int
+        Bytes left free before the first chunk and after the last (room for a shard index,
+        so that a whole shard needs no second copy).
 
     Returns
     -------
     data : numpy.ndarray
-        uint8, the encoded chunks back to back (a view of a larger allocation).
+        uint8: `head` free bytes, the encoded chunks back to back, `tail` free bytes (a view
+        of a larger allocation).
     sizes : numpy.ndarray
         int64, the encoded size of each chunk, -1 where skipped.
     """
@@ -382,7 +383,11 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
     else:
         per = nbytes
     per += 4 * sum(1 for c in codes if c == STEP_CRC32C)
-    data = np.empty(max(1, n * per), dtype=np.uint8)
+    head = operator.index(head)
+    tail = operator.index(tail)
+    if head < 0 or tail < 0:
+        raise ValueError(f"head and tail must be 0 or more, got {head} and {tail}")
+    data = np.empty(max(1, head + n * per + tail), dtype=np.uint8)
     sizes = np.empty(n, dtype=np.int64)
     e.chunks = <const int64_t *>cnp.PyArray_DATA(chunks)
     e.n_chunks = n
@@ -391,7 +396,8 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
         e.steps[k] = codes[k]
     e.level = zstd_level
     e.checksum = 1 if zstd_checksum else 0
-    e.dst = <uint8_t *>cnp.PyArray_DATA(data)
+    cdef Py_ssize_t head_c = head
+    e.dst = <uint8_t *>cnp.PyArray_DATA(data) + head_c
     e.sizes = <int64_t *>cnp.PyArray_DATA(sizes)
     e.check_fill = False
     spec_keep = None
@@ -408,7 +414,7 @@ def encode_chunks(value, chunks, *, steps, chunk_shape, region_start, chunks_per
         status = encode_box_c(&e, &err)
     if status == ENC_OK:
         total = int(sizes[sizes > 0].sum())
-        return data[:total], sizes
+        return data[: head + total + tail], sizes
     coords = tuple(int(c) for c in np.unravel_index(int(chunks[err.chunk]), cps)) if cps else ()
     if status == ENC_ZSTD:
         name = zk_api.zstd_getErrorName(err.code).decode("utf-8", "replace")

@@ -939,10 +939,15 @@ class _ShardWrite(_ShardJob):
         self.kchunks = order[touched[order]]  # in storage (morton) order
         return arr, start
 
-    def encode_kernel(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Encode whole chunks (linear numbers, in layout order) with the chunk encode kernel."""
+    def encode_kernel(self, chunks: np.ndarray, room: bool = False) -> tuple:
+        """Encode whole chunks (linear numbers, in layout order) with the chunk encode kernel:
+        (chunks, data, sizes, head), the encoded chunks lying back to back in ``data`` from
+        ``head``. With ``room``, ``data`` keeps free bytes for the shard index before or after
+        them, so that a shard made of these chunks alone is ``data`` itself (no copy)."""
         bound = self.bound
         arr, start = self.kbox
+        n_index = self.plan.index_nbytes(self.n_chunks) if room else 0
+        head = n_index if self.plan.index_at_start else 0
         data, sizes = encode_chunks(
             arr,
             chunks,
@@ -955,8 +960,10 @@ class _ShardWrite(_ShardJob):
             fill_value=np.asarray(bound.fill_value, dtype=bound.native_dtype),  # as _is_empty_chunk
             skip_fill=not bound.write_empty_chunks,
             **bound.encode_params,
+            head=head,
+            tail=n_index - head,
         )
-        return chunks, data, sizes
+        return chunks, data, sizes, head
 
     def set_existing(self, shard: np.ndarray | None) -> None:
         if shard is None:
@@ -992,7 +999,7 @@ class _ShardWrite(_ShardJob):
     def encode_here(self) -> list:
         """Encode every touched chunk in this thread; returns what ``assemble`` takes."""
         if self.kbox is not None:
-            return [self.encode_kernel(self.kchunks)]
+            return [self.encode_kernel(self.kchunks, room=True)]
         self.encoded.update(self.encode_entries(self.entries))
         return []
 
@@ -1015,9 +1022,9 @@ class _ShardWrite(_ShardJob):
                 src[keep] = 0
                 off[keep] = flat[keep, 0].astype(np.int64)
                 nb[keep] = flat[keep, 1].astype(np.int64)
-            for chunks, data, sizes in kernel_results:
+            for chunks, data, sizes, head in kernel_results:
                 written = sizes >= 0
-                ends = np.cumsum(np.where(written, sizes, 0))
+                ends = np.cumsum(np.where(written, sizes, 0)) + head
                 src[chunks] = -1
                 src[chunks[written]] = len(sources)
                 off[chunks[written]] = (ends - sizes)[written]
@@ -1047,8 +1054,12 @@ class _ShardWrite(_ShardJob):
         index = np.full((n, 2), _EMPTY, dtype=np.uint64)
         index[order, 0] = (np.cumsum(sizes) - sizes + base).astype(np.uint64)
         index[order, 1] = sizes.astype(np.uint64)
-        out = np.empty(total + n_index, dtype=np.uint8)
-        concat_ranges(sources, src[order], off[order], sizes, out, base)
+        out = None
+        if self.kbox is not None and len(sources) == 1:  # a kernel buffer, no old shard
+            out = _in_place(sources[0], off[order], sizes, total + n_index, base)
+        if out is None:
+            out = np.empty(total + n_index, dtype=np.uint8)
+            concat_ranges(sources, src[order], off[order], sizes, out, base)
         index_bytes = encode_shard_index(
             index.reshape(*self.cps, 2),
             byteorder="little" if self.plan.index_little else "big",
@@ -1057,6 +1068,17 @@ class _ShardWrite(_ShardJob):
         at = 0 if self.plan.index_at_start else total
         out[at : at + n_index] = np.frombuffer(index_bytes, dtype=np.uint8)
         return out
+
+
+def _in_place(data: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, nbytes: int,
+              base: int) -> np.ndarray | None:
+    """``data`` itself as the new shard's bytes, when it holds every chunk in layout order
+    (``offsets``, ``sizes``), back to back from ``base``, and exactly ``nbytes`` bytes in all
+    (the encode kernel left room for the index); else None."""
+    if data.nbytes != nbytes or not data.flags.c_contiguous or sizes.size == 0:
+        return None
+    expected = np.cumsum(sizes) - sizes + base
+    return data if np.array_equal(offsets, expected) else None
 
 
 _MORTON: dict[tuple[int, ...], np.ndarray] = {}

@@ -2,13 +2,15 @@
 
 A 2048x2048 uint16 shard (8 MiB, ``zkernels.bench.make_data``: compresses like a camera image) of
 64x64 inner chunks (1024 chunks of 8 KiB), encoded as zarr encodes them for a sharded array with
-a zstd level 3 inner codec:
+a zstd level 3 inner codec, or blosc (lz4 with byte shuffle, zstd with bit shuffle; typesize 2,
+as zarr sets it for uint16):
 - `encode_chunks` over the whole shard, one call (gather, fill test with ``skip_fill``, zstd
-  through a reused context, chunks laid out back to back, without the GIL), with and without the
-  fill test, and with crc32c appended,
+  through a reused context or blosc, chunks laid out back to back, without the GIL), with and
+  without the fill test, and with crc32c appended,
 - against a numcodecs loop: per chunk, the slice copied out (``np.ascontiguousarray``), zarr's
   ``NDBuffer.all_equal`` fill test (what ``write_empty_chunks=False`` runs), the numcodecs Zstd
-  encode (a fresh context per call, as zarr's codec does) and, with crc32c, google_crc32c,
+  encode (a fresh context per call, as zarr's codec does) or Blosc encode (without blosc's own
+  threads, as zarr runs it off the main thread) and, with crc32c, google_crc32c,
 - `concat_ranges` of the 1024 encoded chunks into one shard buffer, in morton order (what the
   pipeline's assembly does), against a Python loop of slice assignments and ``b"".join``.
 
@@ -26,7 +28,11 @@ SHAPE = (2048, 2048)
 CHUNK = (64, 64)
 CPS = (SHAPE[0] // CHUNK[0], SHAPE[1] // CHUNK[1])
 LEVEL = 3
-CHAINS = ["zstd", "zstd+skip_fill", "zstd+crc32c"]
+BLOSC = {
+    "blosc-lz4": dict(blosc_cname="lz4", blosc_clevel=5, blosc_shuffle=1, blosc_typesize=2),
+    "blosc-zstd": dict(blosc_cname="zstd", blosc_clevel=5, blosc_shuffle=2, blosc_typesize=2),
+}
+CHAINS = ["zstd", "zstd+skip_fill", "zstd+crc32c", *BLOSC]
 
 
 def make_value(shape=SHAPE):
@@ -36,16 +42,38 @@ def make_value(shape=SHAPE):
 
 
 def _steps(chain):
+    if chain in BLOSC:
+        return ("blosc",)
     return ("zstd", "crc32c") if chain == "zstd+crc32c" else ("zstd",)
 
 
-def numcodecs_loop(value, steps, skip_fill, fill=0):
+def _params(chain):
+    """encode_chunks' compressor keywords."""
+    return BLOSC[chain] if chain in BLOSC else dict(zstd_level=LEVEL)
+
+
+def numcodecs_loop(value, steps, skip_fill, fill=0, chain="zstd"):
     """Per inner chunk (C order): copy out, zarr's all_equal, numcodecs encode, crc32c."""
     import google_crc32c
+    import numcodecs
+    import numcodecs.blosc
     from zarr.codecs import ZstdCodec
     from zarr.core.buffer.cpu import NDBuffer
 
-    codec = ZstdCodec(level=LEVEL, checksum=False)._zstd_codec  # numcodecs.Zstd
+    if chain in BLOSC:
+        p = BLOSC[chain]
+        codec = numcodecs.Blosc(cname=p["blosc_cname"], clevel=p["blosc_clevel"],
+                                shuffle=p["blosc_shuffle"], typesize=p["blosc_typesize"])
+    else:
+        codec = ZstdCodec(level=LEVEL, checksum=False)._zstd_codec  # numcodecs.Zstd
+    threads, numcodecs.blosc.use_threads = numcodecs.blosc.use_threads, False
+    try:
+        return _loop(value, codec, steps, skip_fill, fill, google_crc32c, NDBuffer)
+    finally:
+        numcodecs.blosc.use_threads = threads
+
+
+def _loop(value, codec, steps, skip_fill, fill, google_crc32c, NDBuffer):
     out = []
     for i in range(CPS[0]):
         for j in range(CPS[1]):
@@ -55,7 +83,7 @@ def numcodecs_loop(value, steps, skip_fill, fill=0):
             if skip_fill and NDBuffer.from_numpy_array(block).all_equal(fill):
                 out.append(None)
                 continue
-            enc = bytes(codec.encode(block))
+            enc = bytes(codec.encode(block.reshape(-1).view(np.uint8)))  # zarr hands it bytes
             if "crc32c" in steps:
                 enc += int(google_crc32c.value(enc)).to_bytes(4, "little")
             out.append(enc)
@@ -85,15 +113,15 @@ class EncodeChunks:
     def time_encode_chunks(self, chain):
         encode_chunks(self.value, self.chunks, steps=self.steps, chunk_shape=CHUNK,
                       region_start=(0, 0), chunks_per_shard=CPS, fill_value=0,
-                      skip_fill=self.skip_fill, zstd_level=LEVEL)
+                      skip_fill=self.skip_fill, **_params(chain))
 
     def time_numcodecs_loop(self, chain):
-        numcodecs_loop(self.value, self.steps, self.skip_fill)
+        numcodecs_loop(self.value, self.steps, self.skip_fill, chain=chain)
 
     def track_ratio(self, chain):
         """Stored bytes / raw bytes of the shard's chunks."""
         data, _ = encode_chunks(self.value, self.chunks, steps=self.steps, chunk_shape=CHUNK,
-                                region_start=(0, 0), chunks_per_shard=CPS, zstd_level=LEVEL)
+                                region_start=(0, 0), chunks_per_shard=CPS, **_params(chain))
         return data.nbytes / self.value.nbytes
 
     track_ratio.unit = "ratio"
@@ -148,8 +176,8 @@ def _main() -> None:
         b.setup(chain)
         data, sizes = encode_chunks(b.value, b.chunks, steps=b.steps, chunk_shape=CHUNK,
                                     region_start=(0, 0), chunks_per_shard=CPS, fill_value=0,
-                                    skip_fill=b.skip_fill, zstd_level=LEVEL)
-        ref = numcodecs_loop(b.value, b.steps, b.skip_fill)
+                                    skip_fill=b.skip_fill, **_params(chain))
+        ref = numcodecs_loop(b.value, b.steps, b.skip_fill, chain=chain)
         assert [s < 0 for s in sizes.tolist()] == [r is None for r in ref]
         assert bytes(data) == b"".join(r for r in ref if r is not None)
         tk = _best(b.time_encode_chunks, chain, repeat=5)

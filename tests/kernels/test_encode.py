@@ -500,6 +500,27 @@ def test_chunk_order_and_repeats():
                        for lin in order]
 
 
+@pytest.mark.parametrize("steps", STEPS, ids=lambda s: "+".join(s) or "raw")
+@pytest.mark.parametrize("head, tail", [(0, 0), (16, 0), (0, 20), (36, 36), (1, 1)])
+def test_head_and_tail_room(steps, head, tail):
+    """With head/tail, the chunks lie from `head` and `tail` bytes follow them: the same
+    chunks as without, and nothing else in the returned buffer."""
+    rng = np.random.default_rng(8)
+    value = sample(rng, (16, 16), "<u2")
+    value[:8, :8] = 0  # skipped with skip_fill
+    kw = dict(steps=steps, fill_value=0, skip_fill=True)
+    plain, plain_sizes = encode(value, np.arange(4), (8, 8), **kw)
+    data, sizes = encode(value, np.arange(4), (8, 8), head=head, tail=tail, **kw)
+    assert sizes.tolist() == plain_sizes.tolist() and sizes[0] == -1
+    assert data.shape == (head + plain.shape[0] + tail,)
+    assert bytes(data[head : data.shape[0] - tail]) == bytes(plain)
+    # everything skipped: the room alone
+    data, sizes = encode(np.zeros((8, 8), "<u2"), [0], (8, 8), head=head, tail=tail, **kw)
+    assert sizes.tolist() == [-1] and data.shape == (head + tail,)
+    with pytest.raises(ValueError, match="head and tail must be 0 or more"):
+        encode(value, [0], (8, 8), head=-1, **kw)
+
+
 def test_readonly_and_broadcast_value_unchanged():
     value = np.arange(64, dtype="<u2").reshape(8, 8)
     value.flags.writeable = False
