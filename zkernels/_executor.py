@@ -6,11 +6,11 @@ on first use, resized when the ``threads`` option changes, and dropped in a fork
 pool's threads do not exist there). Worker threads are daemons in effect: ThreadPoolExecutor joins
 them at interpreter exit only if work is pending.
 
-Writes of whole objects to a local file system go to the IO pool: a write can wait on the disk,
-not the CPU (with ``swap_writes`` off, replacing an existing file makes ext4 (``auto_da_alloc``)
-write it out at once and the next replacement waits for that; on any file system when the kernel
-throttles a writer with too much unwritten data). On the compute pool that wait would stall the
-encoding of the next shards.
+With ``swap_writes`` off, writes of whole objects to a local file system go to the IO pool:
+replacing an existing file by renaming over it makes ext4 (``auto_da_alloc``) write it out at
+once and the next replacement waits for that; on the compute pool that wait would stall the
+encoding of the next shards. With swapped writes (the default) nothing waits on the disk and the
+task that encoded a shard writes its file (a hop to the IO pool cost more than it hid).
 """
 
 from __future__ import annotations

@@ -1502,6 +1502,15 @@ class KernelCodecPipeline(CodecPipeline):
                     return
                 n_units = len(sw.kchunks) if sw.kbox is not None else len(sw.entries)
                 if sw.sync and _parts(n_units, bound.nbytes, len(writes), opts.threads) == 1:
+                    if type(sw.setter.store) is LocalStore and swap:
+                        # the file written by the task that made it: with swapped writes
+                        # nothing waits on the disk, and a hop to the IO threads cost more
+                        # than it hid (docs/performance.md, session 9)
+                        await _in_pool(
+                            lambda: _set_sync(sw.setter, sw.proto, whole_job(sw), swap),
+                            opts, False,
+                        )
+                        return
                     # assembled shards wait for the disk on the IO threads (bounded), while the
                     # pool goes on encoding the next ones
                     async with in_flight:

@@ -231,16 +231,22 @@ def test_points_touching_many_chunks_decode_on_the_pool(monkeypatch):
     assert threads and all(name.startswith("zkernels") for name in threads), threads
 
 
-def test_local_shard_writes_wait_on_the_io_threads(tmp_path, monkeypatch):
-    # the blocking file write of each new shard runs on the IO pool, leaving the compute pool
-    # to encode the next shards
+@pytest.mark.parametrize("swap", [True, False])
+def test_local_shard_writes_thread(tmp_path, monkeypatch, swap):
+    # swapped writes (the default): each new shard's file is written by the pool task that
+    # encoded it; renamed over the old file (swap_writes=False), the write may wait on the disk
+    # (ext4's auto_da_alloc) and goes to the IO threads, leaving the pool to encode the next
     threads = _record_threads(monkeypatch, "_set_sync")
     data = np.arange(64 * 64, dtype="uint16").reshape(64, 64)
-    with zkernels.enabled(inline_bytes=1024):
+    with zkernels.enabled(inline_bytes=1024, swap_writes=swap):
         arr = zarr.create_array(
             zarr.storage.LocalStore(tmp_path), shape=(64, 64), chunks=(8, 8), shards=(32, 32),
             dtype="uint16", compressors=[ZstdCodec()], fill_value=0,
         )
         arr[:] = data
         np.testing.assert_array_equal(zarr.open_array(tmp_path, mode="r")[:], data)
-    assert len(threads) == 4 and all(t.startswith("zkernels-io") for t in threads), threads
+    assert len(threads) == 4, threads
+    if swap:
+        assert all(t.startswith("zkernels_") for t in threads), threads  # the compute pool
+    else:
+        assert all(t.startswith("zkernels-io") for t in threads), threads
