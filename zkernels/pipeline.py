@@ -1056,7 +1056,10 @@ class _ShardWrite(_ShardJob):
         index[order, 1] = sizes.astype(np.uint64)
         out = None
         if self.kbox is not None and len(sources) == 1:  # a kernel buffer, no old shard
-            out = _in_place(sources[0], off[order], sizes, total + n_index, base)
+            # a file is written and the buffer dropped; a memory store keeps the buffer as the
+            # value, and the kernel's is sized for the worst case: a compressed shard is copied
+            kept = type(getattr(self.setter, "store", None)) is not LocalStore
+            out = _in_place(sources[0], off[order], sizes, total + n_index, base, kept)
         if out is None:
             out = np.empty(total + n_index, dtype=np.uint8)
             concat_ranges(sources, src[order], off[order], sizes, out, base)
@@ -1071,11 +1074,15 @@ class _ShardWrite(_ShardJob):
 
 
 def _in_place(data: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, nbytes: int,
-              base: int) -> np.ndarray | None:
+              base: int, kept: bool) -> np.ndarray | None:
     """``data`` itself as the new shard's bytes, when it holds every chunk in layout order
     (``offsets``, ``sizes``), back to back from ``base``, and exactly ``nbytes`` bytes in all
-    (the encode kernel left room for the index); else None."""
+    (the encode kernel left room for the index); else None. With ``kept`` (the store keeps the
+    buffer), only where its allocation is at most 1/8 larger than the shard."""
     if data.nbytes != nbytes or not data.flags.c_contiguous or sizes.size == 0:
+        return None
+    allocated = data.base.nbytes if isinstance(data.base, np.ndarray) else data.nbytes
+    if kept and allocated > nbytes + nbytes // 8:
         return None
     expected = np.cumsum(sizes) - sizes + base
     return data if np.array_equal(offsets, expected) else None

@@ -128,7 +128,7 @@ def write_counters(monkeypatch):
 @pytest.mark.parametrize(
     "selection, kernel",
     [
-        (np.s_[:], True),  # whole shards: the kernel's buffer is the new shard (no concat)
+        (np.s_[:], True),  # whole shards
         (np.s_[8:16, 40:48], True),  # one inner chunk: the others' bytes are kept
         (np.s_[8:16, 0:64], True),  # a row of inner chunks across two shards
         (np.s_[3:20, 5:30], False),  # partial inner chunks: merged in Python
@@ -155,8 +155,45 @@ def test_writes_of_whole_inner_chunks_go_through_the_encode_kernel(write_counter
         arr[selection] = value
         np.testing.assert_array_equal(arr[:], expected)
     assert (write_counters["encode_chunks"].calls > 0) == kernel
-    # a shard made of old and new chunks is assembled by concat_ranges
-    assert (write_counters["concat_ranges"].calls > 0) == (selection != np.s_[:])
+    if selection != np.s_[:]:  # whole shards: see test_whole_shards_are_the_kernels_buffer
+        assert write_counters["concat_ranges"].calls > 0  # old and new chunks, one shard
+
+
+def _allocation(a: np.ndarray) -> int:
+    """Bytes of the allocation an array view keeps alive."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a.nbytes
+
+
+@pytest.mark.parametrize("kind", ["local", "memory"])
+@pytest.mark.parametrize("codecs", [[], [ZstdCodec()], [BloscCodec(cname="lz4")]],
+                         ids=["raw", "zstd", "blosc"])
+def test_whole_shards_are_the_kernels_buffer(tmp_path, write_counters, kind, codecs):
+    # a whole new shard is the encode kernel's buffer, index included, without a second copy;
+    # a memory store keeps its values, so a compressed shard is copied into a buffer of its
+    # size (the kernel's is sized for incompressible data)
+    store = zarr.storage.LocalStore(tmp_path) if kind == "local" else zarr.storage.MemoryStore()
+    data = (np.arange(64 * 64).reshape(64, 64) // 7 + 1).astype("uint16")  # compresses well
+    data[32:, 32:] = 0  # a shard of fill: not written
+    with zkernels.enabled():
+        arr = zarr.create_array(store, shape=(64, 64), chunks=(16, 16), shards=(32, 32),
+                                dtype="uint16", compressors=codecs, fill_value=0)
+        arr[:] = data
+        np.testing.assert_array_equal(arr[:], data)
+    assert write_counters["encode_chunks"].calls == 4
+    copied = kind == "memory" and bool(codecs)
+    assert write_counters["concat_ranges"].calls == (3 if copied else 0)
+    if kind == "local":
+        assert (tmp_path / "c" / "1" / "0").is_file()
+        assert not (tmp_path / "c" / "1" / "1").exists()
+    else:
+        assert sorted(k for k in store._store_dict if k.startswith("c/")) == ["c/0/0", "c/0/1",
+                                                                             "c/1/0"]
+        for key, buf in store._store_dict.items():
+            if key.startswith("c/"):
+                stored = buf.as_numpy_array()
+                assert _allocation(stored) <= stored.nbytes * 9 // 8, key
 
 
 def test_unsharded_reads_decode_straight_into_the_output(counters):
