@@ -3,12 +3,14 @@
 # in a single buffer, in one call, without the GIL.
 #
 # Per chunk, in encode order: gather the chunk from the (strided) input into a C-order scratch
-# buffer (without a compressor: straight into the output), byte-swapped to the stored order (the dense kernel's box copy, see _dense.pxd); test it
-# against the fill value exactly as zarr does (the _scatter kernel's test, see _scatter.pxd);
-# compress with zstd (numcodecs' own libzstd, same parameters as numcodecs, through a context
-# reused per thread) or blosc (numcodecs' own c-blosc, the very call numcodecs makes off the
-# main thread: `blosc_compress_ctx` with one internal thread); append crc32c checksums. The pipeline then assembles the shard from these
-# buffers and the kept chunks of the old shard with `concat_ranges`.
+# buffer (without a compressor: straight into the output), byte-swapped to the stored order (the
+# dense kernel's box copy, see _dense.pxd); test it against the fill value exactly as zarr does
+# (the _scatter kernel's test, see _scatter.pxd); compress with zstd (numcodecs' own libzstd,
+# same parameters as numcodecs, through a context reused per thread) or blosc (numcodecs' own
+# c-blosc, the very call numcodecs makes off the main thread: `blosc_compress_ctx` with one
+# internal thread); append crc32c checksums. The pipeline then assembles the shard from these
+# buffers and the kept chunks of the old shard with `concat_ranges`, or, for a whole new shard,
+# writes the index into the room left for it (`head`/`tail`) and stores the buffer as it is.
 #
 # Layering (house style): `encode_box_c` is the nogil core (status code + error detail);
 # `encode_chunks` validates, runs it inside `with nogil:`, and turns a status into our error.
@@ -133,7 +135,7 @@ cdef int encode_box_c(const EncodeArgs *e, EncodeError *err) noexcept nogil:
     cdef int nd = a.ndim, owned = 0, j, rc, ret, status = ENC_OK
     cdef size_t nbytes = <size_t>a.chunk_nbytes, n, r, cap = 0
     cdef uint8_t *scratch = NULL
-    cdef uint8_t *raw                  # the gathered chunk: scratch, or in place without a compressor
+    cdef uint8_t *raw                  # the gathered chunk: scratch, or in place (no compressor)
     cdef uint8_t *p = e.dst
     cdef void *cctx = NULL
     cdef bint zstd = e.n_steps > 0 and e.steps[0] == STEP_ZSTD

@@ -282,7 +282,7 @@ def test_can_encode():
 # parameters the kernel refuses (numcodecs or c-blosc would raise, or store nothing the same):
 # the pipeline leaves such chunks to numcodecs, which gives zarr's own error
 BAD_BLOSC = [
-    (dict(blosc_cname="snappy"), "is not one of this c-blosc's"),  # zarr knows it, numcodecs' build not
+    (dict(blosc_cname="snappy"), "is not one of this c-blosc's"),  # zarr knows it, c-blosc not
     (dict(blosc_cname="nope"), "is not one of this c-blosc's"),
     (dict(blosc_cname=b"lz4"), "is not one of this c-blosc's"),
     (dict(blosc_clevel=10), "clevel must be 0 to 9"),
