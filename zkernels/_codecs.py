@@ -36,7 +36,7 @@ from zarr.core.dtype.common import HasEndianness
 
 from zkernels._crc32c import crc32c
 from zkernels._decode import can_decode
-from zkernels._encode import can_encode, can_test_fill
+from zkernels._encode import can_encode, can_test_fill, encode_chunks
 from zkernels.errors import ChecksumError, CorruptChunkError
 
 try:  # reusable decompression contexts; numcodecs makes a new one per call
@@ -160,6 +160,42 @@ class _NumcodecsStep:
             self.codec._codec.encode, self.prototype.buffer.from_array_like(buf), self.prototype
         )
         return _u8(out.as_numpy_array())
+
+
+_BLOSC_AGREES: dict[tuple, bool] = {}
+
+
+def _blosc_agrees(numcodec: Any, params: dict[str, Any]) -> bool:
+    """Whether the encode kernel, given ``params`` (read from numcodecs' ``Blosc`` object, a
+    private attribute among them), stores what ``numcodec.encode`` stores: checked once per
+    set of parameters on 8 KiB of sample data, with numcodecs run off the main thread as zarr
+    runs it. A numcodecs that renamed or reinterpreted a parameter then loses the kernel, not
+    the bytes."""
+    key = (type(numcodec), *sorted(params.items()))
+    agrees = _BLOSC_AGREES.get(key)
+    if agrees is None:
+        sample = (np.arange(4096, dtype="<u4") * 2654435761 % 3001).astype("<u2").view(np.uint8)
+        try:
+            ours, _ = encode_chunks(sample, [0], steps=("blosc",), chunk_shape=sample.shape,
+                                    region_start=(0,), chunks_per_shard=(1,), **params)
+            theirs = _off_main_thread(numcodec.encode, sample)
+            agrees = bytes(ours) == bytes(theirs)
+        except Exception:  # noqa: BLE001 - numcodecs or the kernel refused: leave it to numcodecs
+            agrees = False
+        _BLOSC_AGREES[key] = agrees
+    return agrees
+
+
+def _off_main_thread(fn: Any, *args: Any) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(fn(*args)), name="zkernels-probe")
+    worker.start()
+    worker.join()
+    if not result:
+        raise RuntimeError("the probe failed")
+    return result[0]
 
 
 def _defined_by(cls: type, name: str) -> type:
@@ -352,9 +388,12 @@ class BoundChain:
                 except Exception:  # noqa: BLE001 - zarr's own encode raises it, in Python
                     return None, {}
                 # numcodecs before 0.16 has no typesize: it then reads the buffer's, 1 (bytes)
-                params.update(blosc_cname=nc.cname, blosc_clevel=nc.clevel,
-                              blosc_shuffle=nc.shuffle, blosc_blocksize=nc.blocksize,
-                              blosc_typesize=getattr(nc, "_typesize", None) or 1)
+                blosc = dict(blosc_cname=nc.cname, blosc_clevel=nc.clevel,
+                             blosc_shuffle=nc.shuffle, blosc_blocksize=nc.blocksize,
+                             blosc_typesize=getattr(nc, "_typesize", None) or 1)
+                if not (can_encode(("blosc",), self.nbytes, **blosc) and _blosc_agrees(nc, blosc)):
+                    return None, {}
+                params.update(blosc)
         if not can_encode(steps, self.nbytes, **params):
             return None, {}
         fill = np.asarray(self.fill_value, dtype=self.native_dtype)  # as the pipeline passes it

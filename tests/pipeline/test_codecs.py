@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numcodecs
+import numcodecs.blosc
 import numpy as np
 import pytest
 import zarr
+import zarr.codecs.blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from zarr.core.array_spec import ArrayConfig, ArraySpec
 from zarr.core.buffer import default_buffer_prototype
@@ -204,3 +207,49 @@ def test_codec_subclass_overriding_one_direction_async():
     assert "DecodeLogged overrides its decode or encode" in pipe.fallback_reason
     pipe = zkernels.KernelCodecPipeline.from_codecs([BytesCodec(), _BloscOverridingSync()])
     assert pipe.accelerated
+
+
+class _RenamedTypesizeBlosc(numcodecs.Blosc):
+    """A numcodecs whose Blosc keeps its typesize under another name (as a future release
+    might): zkernels, reading ``_typesize``, would pass typesize 1 to c-blosc."""
+
+    def __init__(self, *args, typesize=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self._typesize
+        self._element_size = typesize
+
+    def encode(self, buf):
+        buf = np.ascontiguousarray(buf).reshape(-1).view(np.uint8)
+        return numcodecs.blosc.compress(buf, self._cname_bytes, self.clevel, self.shuffle,
+                                        self.blocksize, self._element_size)
+
+
+def test_blosc_parameters_checked_against_numcodecs(monkeypatch):
+    # the kernel takes blosc's parameters from numcodecs' object; where it would store other
+    # bytes than numcodecs (here: a typesize it cannot find), the chunks go to numcodecs
+    monkeypatch.setattr(zarr.codecs.blosc, "Blosc", _RenamedTypesizeBlosc)
+    codec = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)
+    assert isinstance(codec._blosc_codec, _RenamedTypesizeBlosc)
+    chain = _codecs.ChunkChain.from_codecs((BytesCodec(), codec))
+    spec = ArraySpec(shape=(64,), dtype=zarr.core.dtype.UInt32(), fill_value=0,
+                     config=ArrayConfig("C", False), prototype=default_buffer_prototype())
+    assert chain.bind(spec).encode_steps is None
+    assert _codecs.ChunkChain.from_codecs((BytesCodec(), BloscCodec(
+        cname="lz4", clevel=5, shuffle="shuffle", typesize=4))).bind(spec).encode_steps is None
+    monkeypatch.undo()
+    # numcodecs' own Blosc agrees: the kernel encodes
+    chain = _codecs.ChunkChain.from_codecs((BytesCodec(), BloscCodec(
+        cname="lz4", clevel=5, shuffle="shuffle", typesize=4)))
+    assert chain.bind(spec).encode_steps == ("blosc",)
+    assert chain.bind(spec).encode_params["blosc_typesize"] == 4
+
+
+def test_blosc_renamed_typesize_still_stores_zarrs_bytes(monkeypatch, twin):
+    monkeypatch.setattr(zarr.codecs.blosc, "Blosc", _RenamedTypesizeBlosc)
+    inner = zarr.codecs.ShardingCodec(chunk_shape=(16, 16), codecs=[
+        BytesCodec(), BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)])
+    t = twin("memory", shape=(64, 64), dtype="uint32", chunks=(32, 32), serializer=inner,
+             compressors=None, fill_value=0)
+    t.write(Ellipsis, (np.arange(64 * 64, dtype="uint32") // 3).reshape(64, 64))
+    t.check_stored()
+    t.check_read(Ellipsis)

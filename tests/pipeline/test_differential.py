@@ -111,6 +111,25 @@ def test_transpose_inside_shard(twin, h, transpose):
     _full_cycle(t, h, (30, 20), "int32", (5, 4), fill=-1, selections=[(slice(2, 27, 4), slice(1, 19))])
 
 
+@pytest.mark.parametrize("index_location", ["start", "end"])
+@pytest.mark.parametrize("compressor", ["none", "crc32c", "zstd+crc32c", "blosc"])
+def test_whole_shards_in_files(twin, h, compressor, index_location):
+    # a whole new shard is the encode kernel's buffer, written to its file as it is: the file
+    # holds zarr's bytes and nothing more, also where the last inner chunk in storage order
+    # equals the fill value and is left out (its gathered bytes lie in the buffer's spare room)
+    t = twin("local", shape=(48, 40), dtype="uint16", chunks=(16, 20),
+             serializer=sharded((8, 10), compressors=COMPRESSORS[compressor],
+                                index_location=index_location),
+             compressors=None, fill_value=0, config={"write_empty_chunks": False})
+    data = h.sample_data((48, 40), "uint16", fill=0, chunks=(8, 10), empty_fraction=0.2)
+    data[8:16, 10:20] = 0  # the last inner chunk of shard (0, 0) in morton order
+    data[8:16, 30:40] = 0  # and of shard (0, 1)
+    data[16:32, 0:20] = 7  # a shard with no chunk equal to the fill
+    t.write(Ellipsis, data)
+    t.check_stored()
+    t.check_read(Ellipsis)
+
+
 # blosc as zarr users configure it: each compressor c-blosc has, each shuffle, the typesize and
 # shuffle zarr derives from the dtype (lz4hc), an explicit typesize and a small blocksize (zlib)
 BLOSC_VARIANTS = {
