@@ -378,35 +378,6 @@ def test_blosc_parameters_change_the_bytes():
     assert len(set(seen.values())) == len(seen), "some parameter did not change the bytes"
 
 
-def test_blosc_threads_each_own_parameters():
-    """Threads encoding at once with different blosc parameters (no shared state)."""
-    rng = np.random.default_rng(9)
-    blocks = varied_chunks(rng, 16, (64, 64))
-    value = tile(blocks, (4, 4))
-    results, errors = {}, []
-    settings_ = {i: dict(blosc_cname=BLOSC_CNAMES[i % len(BLOSC_CNAMES)], blosc_clevel=i + 1,
-                         blosc_shuffle=i % 3, blosc_typesize=2 ** (i % 3)) for i in range(4)}
-
-    def work(i):
-        try:
-            for _ in range(5):
-                data, sizes = encode(value, np.arange(16), (64, 64), steps=("blosc",),
-                                     **settings_[i])
-                results.setdefault(i, []).append(split(data, sizes))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in settings_]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for i, runs in results.items():
-        want = [blosc_encode(b.tobytes(), **settings_[i]) for b in blocks]
-        assert all(r == want for r in runs), settings_[i]
-
-
 # ------------------------------------------------------------------------------------------------
 # (b) the gather: layouts, boxes, dims, dtypes, byte order, chunk order
 
@@ -927,32 +898,46 @@ def test_releases_gil():
     assert rate > 0.1 * base_rate, (count, seconds, base_count, base_s)
 
 
-def test_threads_each_own_context():
-    """Threads encoding at once with different levels (each its own zstd context)."""
+# per thread: encode_chunks' compressor keywords, each thread its own
+THREAD_PARAMS = {
+    "zstd": [dict(steps=("zstd",), zstd_level=lvl, zstd_checksum=lvl % 2 == 1)
+             for lvl in (1, 3, 9, 19)],
+    "blosc": [dict(steps=("blosc",), blosc_cname=BLOSC_CNAMES[i % len(BLOSC_CNAMES)],
+                   blosc_clevel=i + 1, blosc_shuffle=i % 3, blosc_typesize=2 ** (i % 3))
+              for i in range(4)],
+}
+
+
+@pytest.mark.parametrize("compressor", list(THREAD_PARAMS))
+def test_threads_each_own_context(compressor):
+    """Threads encoding at once with different parameters (each its own zstd context; blosc's
+    context lives in the call)."""
     rng = np.random.default_rng(4)
     blocks = varied_chunks(rng, 16, (64, 64))
     value = tile(blocks, (4, 4))
+    params = THREAD_PARAMS[compressor]
     results, errors = {}, []
 
-    def work(level):
+    def work(i):
         try:
             for _ in range(5):
-                data, sizes = encode(value, np.arange(16), (64, 64), steps=("zstd",),
-                                     zstd_level=level, zstd_checksum=level % 2 == 1)
-                results.setdefault(level, []).append(split(data, sizes))
+                data, sizes = encode(value, np.arange(16), (64, 64), **params[i])
+                results.setdefault(i, []).append(split(data, sizes))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(lvl,)) for lvl in (1, 3, 9, 19)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(params))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
-    for level, runs in results.items():
-        ref = numcodecs_zstd(level, level % 2 == 1)
-        want = [bytes(ref.encode(b.tobytes())) for b in blocks]
-        assert all(r == want for r in runs), level
+    for i, runs in results.items():
+        kw = params[i]
+        blosc = {k: v for k, v in kw.items() if k.startswith("blosc_")}
+        want = [ref_encode(b.tobytes(), kw["steps"], kw.get("zstd_level", 0),
+                           kw.get("zstd_checksum", False), blosc) for b in blocks]
+        assert len(runs) == 5 and all(r == want for r in runs), kw
 
 
 # ------------------------------------------------------------------------------------------------
