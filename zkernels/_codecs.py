@@ -187,15 +187,25 @@ def _blosc_agrees(numcodec: Any, params: dict[str, Any]) -> bool:
 
 
 def _off_main_thread(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, called from a thread other than the main one (numcodecs' blosc behaves
+    differently on the main thread); its exception, if any, raised here."""
     if threading.current_thread() is not threading.main_thread():
         return fn(*args)
-    result: list[Any] = []
-    worker = threading.Thread(target=lambda: result.append(fn(*args)), name="zkernels-probe")
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name="zkernels-probe")
     worker.start()
     worker.join()
-    if not result:
-        raise RuntimeError("the probe failed")
-    return result[0]
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _defined_by(cls: type, name: str) -> type:

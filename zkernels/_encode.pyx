@@ -80,7 +80,7 @@ cdef enum:
     ENC_ZSTD = 1          # zstd error `code`
     ENC_NOMEM = 2
     ENC_FILL = 3          # the fill test failed (out of memory)
-    ENC_BLOSC = 4         # blosc error: its return value in `code`
+    ENC_BLOSC = 4         # blosc error: its return value in `blosc`
 
 _STEP_CODES = {"crc32c": STEP_CRC32C, "zstd": STEP_ZSTD, "blosc": STEP_BLOSC}
 _COMPRESSORS = (STEP_ZSTD, STEP_BLOSC)
@@ -248,8 +248,8 @@ cdef tuple _blosc_params(object cname, object clevel, object shuffle, object typ
         shuffle = 2 if typesize == 1 else 1
     if shuffle not in (0, 1, 2):
         raise ValueError(f"blosc shuffle must be -1, 0, 1 or 2, got {shuffle}")
-    if blocksize < 0:
-        raise ValueError(f"blosc blocksize must be 0 (automatic) or more, got {blocksize}")
+    if not 0 <= blocksize <= 2**31 - 1:  # numcodecs passes it as a C int
+        raise ValueError(f"blosc blocksize must be 0 (automatic) to 2**31 - 1, got {blocksize}")
     if nbytes > BLOSC_MAX_BUFFERSIZE:
         raise ValueError(f"blosc takes at most {BLOSC_MAX_BUFFERSIZE} bytes per chunk, "
                          f"not {nbytes}")

@@ -291,6 +291,7 @@ BAD_BLOSC = [
     (dict(blosc_shuffle=-2), "shuffle must be -1, 0, 1 or 2"),
     (dict(blosc_typesize=0), "typesize must be at least 1"),
     (dict(blosc_blocksize=-1), "blocksize must be 0"),
+    (dict(blosc_blocksize=2**31), "blocksize must be 0"),
 ]
 
 

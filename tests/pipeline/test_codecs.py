@@ -253,3 +253,21 @@ def test_blosc_renamed_typesize_still_stores_zarrs_bytes(monkeypatch, twin):
     t.write(Ellipsis, (np.arange(64 * 64, dtype="uint32") // 3).reshape(64, 64))
     t.check_stored()
     t.check_read(Ellipsis)
+
+
+class _FailingBlosc(numcodecs.Blosc):
+    def encode(self, buf):
+        raise RuntimeError("no blosc today")
+
+
+def test_blosc_probe_failure_means_no_kernel(capfd):
+    # numcodecs failing on the probe's sample: no kernel, and nothing printed by the thread
+    nc = _FailingBlosc(cname="lz4", clevel=5, shuffle=1, typesize=2)
+    params = dict(blosc_cname="lz4", blosc_clevel=5, blosc_shuffle=1, blosc_blocksize=0,
+                  blosc_typesize=2)
+    assert not _codecs._blosc_agrees(nc, params)
+    assert "Exception in thread" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError, match="no blosc today"):
+        _codecs._off_main_thread(nc.encode, b"x" * 100)
+    assert _codecs._blosc_agrees(numcodecs.Blosc(cname="lz4", clevel=5, shuffle=1, typesize=2),
+                                 params)
