@@ -389,22 +389,24 @@ class BoundChain:
         names = {ZstdCodec: "zstd", BloscCodec: "blosc", Crc32cCodec: "crc32c"}
         steps = tuple(names.get(type(c), "?") for c in bb)
         params: dict[str, Any] = {}
+        blosc = None
         for c in bb:
             if type(c) is ZstdCodec:
                 params.update(zstd_level=int(c.level), zstd_checksum=bool(c.checksum))
             elif type(c) is BloscCodec:
                 try:
-                    nc = c._blosc_codec
+                    blosc = c._blosc_codec
                 except Exception:  # noqa: BLE001 - zarr's own encode raises it, in Python
                     return None, {}
                 # numcodecs before 0.16 has no typesize: it then reads the buffer's, 1 (bytes)
-                blosc = dict(blosc_cname=nc.cname, blosc_clevel=nc.clevel,
-                             blosc_shuffle=nc.shuffle, blosc_blocksize=nc.blocksize,
-                             blosc_typesize=getattr(nc, "_typesize", None) or 1)
-                if not (can_encode(("blosc",), self.nbytes, **blosc) and _blosc_agrees(nc, blosc)):
-                    return None, {}
-                params.update(blosc)
+                params.update(blosc_cname=blosc.cname, blosc_clevel=blosc.clevel,
+                              blosc_shuffle=blosc.shuffle, blosc_blocksize=blosc.blocksize,
+                              blosc_typesize=getattr(blosc, "_typesize", None) or 1)
         if not can_encode(steps, self.nbytes, **params):
+            return None, {}
+        if blosc is not None and not _blosc_agrees(
+            blosc, {k: v for k, v in params.items() if k.startswith("blosc_")}
+        ):
             return None, {}
         fill = np.asarray(self.fill_value, dtype=self.native_dtype)  # as the pipeline passes it
         if not self.write_empty_chunks and not can_test_fill(self.stored_dtype, fill):

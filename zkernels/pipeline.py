@@ -1051,15 +1051,16 @@ class _ShardWrite(_ShardJob):
         total = int(sizes.sum())
         n_index = self.plan.index_nbytes(n)
         base = n_index if self.plan.index_at_start else 0
+        starts = np.cumsum(sizes) - sizes + base  # each chunk's offset in the new shard
         index = np.full((n, 2), _EMPTY, dtype=np.uint64)
-        index[order, 0] = (np.cumsum(sizes) - sizes + base).astype(np.uint64)
+        index[order, 0] = starts.astype(np.uint64)
         index[order, 1] = sizes.astype(np.uint64)
         out = None
         if self.kbox is not None and len(sources) == 1:  # a kernel buffer, no old shard
             # a file is written and the buffer dropped; a memory store keeps the buffer as the
             # value, and the kernel's is sized for the worst case: a compressed shard is copied
             kept = type(getattr(self.setter, "store", None)) is not LocalStore
-            out = _in_place(sources[0], off[order], sizes, total + n_index, base, kept)
+            out = _in_place(sources[0], off[order], starts, total + n_index, kept)
         if out is None:
             out = np.empty(total + n_index, dtype=np.uint8)
             concat_ranges(sources, src[order], off[order], sizes, out, base)
@@ -1073,19 +1074,18 @@ class _ShardWrite(_ShardJob):
         return out
 
 
-def _in_place(data: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, nbytes: int,
-              base: int, kept: bool) -> np.ndarray | None:
-    """``data`` itself as the new shard's bytes, when it holds every chunk in layout order
-    (``offsets``, ``sizes``), back to back from ``base``, and exactly ``nbytes`` bytes in all
-    (the encode kernel left room for the index); else None. With ``kept`` (the store keeps the
-    buffer), only where its allocation is at most 1/8 larger than the shard."""
-    if data.nbytes != nbytes or not data.flags.c_contiguous or sizes.size == 0:
+def _in_place(data: np.ndarray, offsets: np.ndarray, starts: np.ndarray, nbytes: int,
+              kept: bool) -> np.ndarray | None:
+    """``data`` itself as the new shard's bytes, when every chunk already lies where the shard
+    has it (its ``offsets`` in ``data`` are its ``starts`` in the shard) and ``data`` is exactly
+    ``nbytes`` long (the encode kernel left room for the index); else None. With ``kept`` (the
+    store keeps the buffer), only where its allocation is at most 1/8 larger than the shard."""
+    if data.nbytes != nbytes or not data.flags.c_contiguous or starts.size == 0:
         return None
     allocated = data.base.nbytes if isinstance(data.base, np.ndarray) else data.nbytes
     if kept and allocated > nbytes + nbytes // 8:
         return None
-    expected = np.cumsum(sizes) - sizes + base
-    return data if np.array_equal(offsets, expected) else None
+    return data if np.array_equal(offsets, starts) else None
 
 
 _MORTON: dict[tuple[int, ...], np.ndarray] = {}
