@@ -127,8 +127,9 @@ def raw_chunk(rng, nbytes):
 
 
 def make_shard(rng, cps, chunk_shape, itemsize, objs, *, empty_frac=0.0, n_groups=1,
-               layout="random", lead=0):
-    """(sources, locs, groups or None): the chunks encoded, laid out in `n_groups` buffers.
+               layout="random", lead=0, raw=raw_chunk):
+    """(sources, locs, groups or None): the chunks (`raw(rng, nbytes)`) encoded, laid out in
+    `n_groups` buffers.
 
     layout: "c" (C order, packed), "random" (random order, packed), "gaps" (random gaps).
     With several groups every chunk goes to a random buffer: the pipeline's coalesced reads.
@@ -148,7 +149,7 @@ def make_shard(rng, cps, chunk_shape, itemsize, objs, *, empty_frac=0.0, n_group
         buf = bufs[group[lin]]
         if layout == "gaps":
             buf += rng.integers(0, 256, int(rng.integers(0, 7)), dtype=np.uint8).tobytes()
-        stored = encode(raw_chunk(rng, cn), objs)
+        stored = encode(raw(rng, cn), objs)
         locs[lin] = (len(buf), len(stored))
         buf += stored
     for buf in bufs:
@@ -1255,6 +1256,88 @@ def test_blosc_lz4_frames_as_c_blosc(typesize, cname, shuffle):
         assert got == numcodecs.blosc.decompress(frame), (kind, n_items, clevel)
         assert got == data.tobytes()
     assert taken >= 16  # the fast path is really the one checked
+
+
+# name -> (chunk shape, chunks per shard): chunks that are one run of a whole-shard C output
+_RUN_GEOMETRIES = {
+    "1-d": ((40,), (5,)),
+    "full-width": ((3, 30), (4, 1)),
+    "full-planes": ((2, 3, 8), (3, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+@pytest.mark.parametrize("geometry", list(_RUN_GEOMETRIES))
+@pytest.mark.parametrize("layout", ["C", "view", "F"])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_chunks_that_are_one_run_of_out(codec, geometry, layout, streaming):
+    """Whole chunks that are one run of the output (1-d arrays, chunks as wide as the array),
+    boxes that cut them, views whose rows lie apart, F order and byte swaps: every codec gives
+    numcodecs' decode copied into place, and nothing is written outside `out`."""
+    rng = np.random.default_rng([list(CODECS).index(codec), list(_RUN_GEOMETRIES).index(geometry)])
+    chunk_shape, cps = _RUN_GEOMETRIES[geometry]
+    dt = np.dtype("<u4")
+    steps, objs = chain(codec, dt.itemsize)
+    sources, locs, groups = make_shard(rng, cps, chunk_shape, dt.itemsize, objs,
+                                       empty_frac=0.2, n_groups=2, layout="gaps")
+    shard_shape = tuple(c * s for c, s in zip(cps, chunk_shape))
+    whole = ((0,) * len(cps), shard_shape)
+    rows_cut = ((1,) + (0,) * (len(cps) - 1), (shard_shape[0] - 2,) + shard_shape[1:])
+    for (start, shape), swap in [(whole, 0), (rows_cut, 0), (whole, 4)]:
+        out, buf, mask = make_out(shape, dt, layout)
+        check(sources, locs, groups, objs, steps, out, chunk_shape, start, b"\x07\x00\x00\x09",
+              swap, buf, mask, streaming=streaming)
+
+
+# (item size, frame type size): zarr writes the item size; other type sizes are valid frames too
+_ROW_SIZES = [(2, 2), (4, 4), (8, 8), (16, 16), (3, 3), (2, 4), (2, 3), (8, 2)]
+# name -> (chunk shape, chunks per shard, blosc block size): rows of 40-70 items; forced small
+# blocks end inside rows; "merged": chunks as wide as the shard, so a whole-shard C output holds
+# a chunk's rows back to back (one run)
+_ROW_GEOMETRIES = {
+    "rows": ((6, 64), (3, 3), 0),
+    "blocks-across-rows": ((10, 70), (3, 2), 600),
+    "merged": ((5, 48), (4, 1), 1024),
+    "3-d": ((2, 3, 40), (3, 2, 2), 0),
+    "short-rows": ((40, 6), (3, 3), 0),
+}
+
+
+@pytest.mark.parametrize("itemsize,typesize", _ROW_SIZES)
+@pytest.mark.parametrize("geometry", list(_ROW_GEOMETRIES))
+@pytest.mark.parametrize("layout", ["C", "view", "F"])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_blosc_frames_of_long_rows(itemsize, typesize, geometry, layout, streaming):
+    """Shuffled lz4 frames of chunks with long rows, blocks that end inside a row, type sizes
+    that are not the item size (or do not divide the rows), whole and cut chunks: the same bytes
+    as c-blosc's decode copied into place, with nothing written outside `out`."""
+    rng = np.random.default_rng([itemsize, typesize, list(_ROW_GEOMETRIES).index(geometry)])
+    chunk_shape, cps, blocksize = _ROW_GEOMETRIES[geometry]
+    codec = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE,
+                            blocksize=blocksize, typesize=typesize)
+    made = []
+
+    def raw(rng, nbytes):  # mostly compressible; random bytes make a frame stored as it is
+        made.append(nbytes)
+        if len(made) > 2 and rng.random() < 0.15:
+            return rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+        runs = rng.integers(0, 4, nbytes // 96 + 1, dtype=np.uint8)
+        return np.repeat(runs, 96)[:nbytes].tobytes()
+
+    sources, locs, groups = make_shard(rng, cps, chunk_shape, itemsize, (codec,),
+                                       empty_frac=0.15, n_groups=2, layout="gaps", raw=raw)
+    frames = [sources[int(groups[c])][int(locs[c][0]):] for c in np.ndindex(*cps)
+              if locs[c][0] != EMPTY]
+    assert sum(not f[2] & 0x02 for f in frames) >= 2  # lz4-compressed frames, not stored ones
+    dt = np.dtype(f"V{itemsize}")
+    shard_shape = tuple(c * s for c, s in zip(cps, chunk_shape))
+    steps = ("blosc",)
+    fill = bytes(range(1, itemsize + 1))
+    for start, shape in [((0,) * len(cps), shard_shape),
+                         (tuple(1 for _ in cps), tuple(n - 2 for n in shard_shape))]:
+        out, buf, mask = make_out(shape, dt, layout)
+        check(sources, locs, groups, (codec,), steps, out, chunk_shape, start, fill, 0, buf,
+              mask, streaming=streaming)
 
 
 @pytest.mark.parametrize(
