@@ -20,6 +20,7 @@ from functools import lru_cache
 from math import prod
 from typing import Any
 
+import numcodecs
 import numpy as np
 from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec, Codec
@@ -86,8 +87,8 @@ class _ZstdStep:
             dctx = getattr(self._local, "dctx", None)
             if dctx is None:
                 dctx = self._local.dctx = _zstandard.ZstdDecompressor()
-            try:
-                return np.frombuffer(dctx.decompress(buf), dtype=np.uint8)
+            try:  # bytes after the frame are an error, as in numcodecs (and the kernel)
+                return np.frombuffer(dctx.decompress(buf, allow_extra_data=False), dtype=np.uint8)
             except _zstandard.ZstdError:
                 pass  # e.g. a frame without its content size: numcodecs streams those
         return _u8(self.numcodec.decode(buf))
@@ -142,6 +143,28 @@ class _SyncCodecStep:
         return _u8(out.as_numpy_array())
 
 
+_NUMCODECS_BLOSC = getattr(numcodecs, "Blosc", ())  # () when numcodecs was built without it
+
+
+def _blosc_frame_fits(buf: np.ndarray) -> None:
+    """c-blosc trusts a frame's header: numcodecs decodes a frame cut short by reading past its
+    end (and returns what lies there). The kernel refuses such a frame, and so does every Python
+    path, before numcodecs sees it. Bytes after the frame are ignored, as by numcodecs."""
+    if buf.size < 16 or int.from_bytes(buf[12:16].tobytes(), "little") > buf.size:
+        raise CorruptChunkError(
+            f"could not decode: blosc: bad header (a frame of {buf.size} bytes, shorter than its "
+            "header or than the size the header gives)"
+        )
+
+
+class _BloscStep(_SyncCodecStep):
+    """zarr's blosc codec, after a check that the frame is whole."""
+
+    def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
+        _blosc_frame_fits(buf)
+        return super().decode(buf, validate)
+
+
 class _NumcodecsStep:
     """A ``zarr.codecs.numcodecs`` wrapper: its numcodecs object, as zarr's wrapper calls it."""
 
@@ -150,6 +173,8 @@ class _NumcodecsStep:
         self.prototype = spec.prototype
 
     def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
+        if isinstance(self.codec._codec, _NUMCODECS_BLOSC):
+            _blosc_frame_fits(buf)
         out = as_numpy_array_wrapper(
             self.codec._codec.decode, self.prototype.buffer.from_array_like(buf), self.prototype
         )
@@ -247,7 +272,8 @@ def _bytes_step(codec: BytesBytesCodec, spec: ArraySpec | None) -> Any:
     if hasattr(codec, "_decode_sync") and hasattr(codec, "_encode_sync"):
         if not _zarr_calls_sync(codec):
             raise overridden
-        return None if spec is None else _SyncCodecStep(codec, spec)
+        step = _BloscStep if type(codec) is BloscCodec else _SyncCodecStep
+        return None if spec is None else step(codec, spec)
     raise Unsupported(f"bytes-to-bytes codec {name} has no synchronous path")
 
 
@@ -448,6 +474,8 @@ class BoundChain:
     def _decode_v2(self, buf: np.ndarray) -> np.ndarray:
         chunk: Any = buf
         if self.compressor is not None:
+            if isinstance(self.compressor, _NUMCODECS_BLOSC):
+                _blosc_frame_fits(buf)
             chunk = self.compressor.decode(chunk)
         for f in reversed(self.filters):
             chunk = f.decode(chunk)

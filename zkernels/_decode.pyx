@@ -470,7 +470,7 @@ cdef const uint8_t[::1] _as_bytes(object buf):
 
 def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, groups=None,
                   first=0, last=None, fill_value=None, swap_unit=0, validate=True, chunks=None,
-                  subset=None, streaming=False):
+                  subset=None, streaming=False, name_chunks=True):
     """Decode inner chunks and copy each one's part of a box into `out`.
 
     Parameters
@@ -514,6 +514,9 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
     streaming : bool
         Box mode: write `out` with streaming (non-temporal) stores, which bypass the cache
         (where its last axis is contiguous): faster for a large output nobody reads again soon.
+    name_chunks : bool
+        Errors name the inner chunk (``inner chunk (i, j): ...``); False for a lone chunk (an
+        unsharded array's), whose errors then speak of "chunk" only.
 
     Raises
     ------
@@ -619,40 +622,39 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
     if status == DEC_OK:
         return None
     coords = tuple(int(c) for c in np.unravel_index(err.chunk, cps))
-    where = f"inner chunk {coords}"
-    at = f"(offset={err.offset}, nbytes={err.nbytes})"
+    where = f"inner chunk {coords}" if name_chunks else "chunk"
+    pre = f"{where}: " if name_chunks else ""
+    at = f"{where} (offset={err.offset}, nbytes={err.nbytes})"
     if status == DEC_HALF_EMPTY:
-        raise ShardIndexError(f"{where} {at}: half-empty index entry, only one field is 2**64-1")
+        raise ShardIndexError(f"{at}: half-empty index entry, only one field is 2**64-1")
     if status == DEC_PAST_END:
         g = int(groups[coords]) if groups is not None else 0  # noqa
-        raise ShardIndexError(
-            f"{where} {at}: offset past the end of its {int(sizes[g])}-byte buffer"
-        )
+        raise ShardIndexError(f"{at}: offset past the end of its {int(sizes[g])}-byte buffer")
     if status == DEC_BAD_GROUP:
         raise ValueError(f"{where}: source number out of range")
     if status == DEC_CRC_SHORT:
         raise CorruptChunkError(
-            f"{where}: chunk of {err.got} bytes is too short to hold its 4-byte crc32c checksum"
+            f"{pre}chunk of {err.got} bytes is too short to hold its 4-byte crc32c checksum"
         )
     if status == DEC_CRC:
         raise ChecksumError(
-            f"{where}: chunk crc32c mismatch: stored 0x{err.stored:08x}, computed "
+            f"{pre}chunk crc32c mismatch: stored 0x{err.stored:08x}, computed "
             f"0x{err.computed:08x} over {err.got} bytes"
         )
     expected = d.box.chunk_nbytes
     if status == DEC_SIZE:
         got = "more than that" if err.got == -1 else f"{err.got} bytes"
         raise CorruptChunkError(
-            f"{where}: chunk decodes to {got}, expected {expected} "
+            f"{pre}chunk decodes to {got}, expected {expected} "
             f"({chunk_shape} x {d.box.itemsize} bytes)"
         )
     if status == DEC_ZSTD:
         name = zk_api.zstd_getErrorName(err.code).decode("utf-8", "replace")
-        raise CorruptChunkError(f"{where}: could not decode: zstd: {name}")
+        raise CorruptChunkError(f"{pre}could not decode: zstd: {name}")
     if status == DEC_BLOSC:
         why = "bad header" if err.got == -1 else (
             "wrong size" if err.got == -2 else f"error {err.got}")
-        raise CorruptChunkError(f"{where}: could not decode: blosc: {why}")
+        raise CorruptChunkError(f"{pre}could not decode: blosc: {why}")
     if status == DEC_NOMEM:
         raise MemoryError(f"decoding {where}: out of memory")
     raise AssertionError(f"unexpected status {status}")  # pragma: no cover

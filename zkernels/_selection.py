@@ -35,8 +35,10 @@ def is_basic(selection: tuple[Any, ...]) -> bool:
     return True
 
 
-def is_slices(selection: tuple[Any, ...]) -> bool:
-    return all(isinstance(s, slice) for s in selection)
+def is_slices(selection: Any) -> bool:
+    """A tuple of slices. zarr's coordinate indexer gives a bare slice (into the flat list of
+    points) as the output selection: not one."""
+    return isinstance(selection, tuple) and all(isinstance(s, slice) for s in selection)
 
 
 def _project_dim(sel: int | slice, dim_len: int, chunk_len: int) -> list[DimProjection]:

@@ -985,14 +985,12 @@ class _ShardWrite(_ShardJob):
         for coords, chunk_sel, out_sel, complete in entries:
             try:
                 chunk = _merge(bound, self.existing.get(coords), value, chunk_sel, out_sel,
-                               complete, (), self.opts)
+                               complete, (), self.opts, self.key, coords)
                 if not bound.write_empty_chunks and _is_empty_chunk(chunk, bound):
                     results.append((coords, None))
                 else:
                     results.append((coords, bound.encode(chunk)))
-            except Unsupported:
-                raise
-            except Exception as exc:
+            except ZKernelsError as exc:
                 raise _rekey(exc, self.key, coords) from exc
         return results
 
@@ -1114,15 +1112,25 @@ def _merge(
     complete: bool,
     drop_axes: tuple[int, ...],
     opts: Options,
+    key: str = "",
+    coords: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """The new contents of one chunk, exactly as zarr's ``_merge_chunk_array`` computes them."""
+    """The new contents of one chunk, exactly as zarr's ``_merge_chunk_array`` computes them.
+
+    An existing chunk that does not decode raises our error naming `key` (and `coords`, an inner
+    chunk's); a `value` that does not fit the selection raises numpy's error, as in zarr."""
     shape = bound.shape
     if complete and value.shape == shape and value[out_sel].shape == shape:
         return value
     if existing_raw is None or complete:
         chunk = bound.new_chunk()
     else:
-        decoded = bound.decode(existing_raw, opts.validate_checksums)
+        try:
+            decoded = bound.decode(existing_raw, opts.validate_checksums)
+        except Unsupported:
+            raise
+        except Exception as exc:
+            raise _rekey(exc, key, coords) from exc
         chunk = np.empty(shape, dtype=bound.native_dtype, order=bound.order)
         chunk[...] = decoded
     if chunk_sel == () or is_scalar(value, bound.native_dtype):
@@ -1417,9 +1425,6 @@ class KernelCodecPipeline(CodecPipeline):
                 missing[i] = True
                 _fill(out_arr, out_sel, bound.fill_value)
                 return
-            if raw.size == 0 and bound.nbytes:  # a 0-byte object: stored, so "present"
-                _fill(out_arr, out_sel, bound.fill_value)
-                return
             if kernel and is_slices(out_sel):
                 target = out_arr[(*out_sel, Ellipsis)]
                 # only slices compare with ==: an array in chunk_sel (orthogonal selections)
@@ -1441,6 +1446,7 @@ class KernelCodecPipeline(CodecPipeline):
                             fill_value=bound.fill_bytes,
                             swap_unit=bound.swap_unit,
                             validate=validate,
+                            name_chunks=False,
                         )
                     except ZKernelsError as exc:
                         raise _rekey(exc, _key(getter)) from exc
@@ -1560,13 +1566,11 @@ class KernelCodecPipeline(CodecPipeline):
             setter, _spec, chunk_sel, out_sel, complete = item
             try:
                 chunk = _merge(bound, existing_raw, value_arr, chunk_sel, out_sel, complete,
-                               drop_axes, opts)
+                               drop_axes, opts, _key(setter))
                 if not bound.write_empty_chunks and _is_empty_chunk(chunk, bound):
                     return None
                 return bound.encode(chunk)
-            except Unsupported:
-                raise
-            except Exception as exc:
+            except ZKernelsError as exc:
                 raise _rekey(exc, _key(setter)) from exc
 
         def sync_batch(batch) -> None:

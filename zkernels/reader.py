@@ -311,7 +311,7 @@ class _ArrayPlan:
 
     def decode(self, raw: np.ndarray | None) -> np.ndarray | None:
         """A whole decoded chunk (maybe read-only, maybe stored byte order), or None: missing."""
-        if raw is None or (raw.size == 0 and self.bound.nbytes):
+        if raw is None:
             return None
         return self.bound.decode(raw, self.validate)
 

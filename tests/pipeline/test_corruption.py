@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec
 
 import zkernels
 from zkernels.errors import ChecksumError, CorruptChunkError, ShardIndexError, ZKernelsError
@@ -163,3 +163,63 @@ def test_failed_write_leaves_stored_data_intact():
         with pytest.raises(ChecksumError, match=KEY):
             arr[0:2, 0:2] = 5  # partial write must read the (corrupt) shard: refuse, write nothing
     assert _raw(store) == bad
+
+
+# ------------------------------------------------------------------------------------------------
+# unsharded arrays: each key holds one chunk
+
+
+@pytest.mark.parametrize("compressors", [None, [ZstdCodec()], [Crc32cCodec()],
+                                         [ZstdCodec(), Crc32cCodec()], [GzipCodec()],
+                                         [BloscCodec()]], ids=str)
+@pytest.mark.parametrize("damage", ["empty", "truncated", "trailing-bytes"])
+def test_damaged_unsharded_chunk(compressors, damage):
+    """A chunk object of 0 bytes, cut short or with bytes after its data is an error on a
+    whole read, a partial read and a partial write (zarr's pipeline raises too): our error,
+    naming the key and no inner chunk. Nothing reads as fill; the stored bytes stay."""
+    store = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(store, shape=(8, 8), chunks=(4, 4), dtype="uint16",
+                                compressors=compressors, fill_value=0)
+        arr[:] = np.arange(64, dtype="uint16").reshape(8, 8) + 1
+    raw = bytes(_raw(store))
+    bad = {"empty": b"", "truncated": raw[:-3], "trailing-bytes": raw + bytes(7)}[damage]
+    _put(store, KEY, bad)
+    if damage == "trailing-bytes" and compressors and type(compressors[-1]) in (GzipCodec,
+                                                                                BloscCodec):
+        # numcodecs reads past zero padding after a gzip member and bytes after a blosc frame
+        want = zarr.open_array(store, mode="r")[:]  # zarr's own pipeline
+        np.testing.assert_array_equal(want, np.arange(64, dtype="uint16").reshape(8, 8) + 1)
+        np.testing.assert_array_equal(_read(store), want)
+        return
+    for sel in (slice(None), (slice(0, 2), slice(0, 2))):
+        with pytest.raises(ZKernelsError, match=KEY) as info:
+            _read(store, sel)
+        assert "inner chunk" not in str(info.value)
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r+")
+        with pytest.raises(ZKernelsError, match=KEY):
+            arr[0:2, 0:2] = 5
+    assert bytes(_raw(store)) == bad
+
+
+def test_truncated_blosc_chunk_v2():
+    """zarr v2's blosc compressor: numcodecs would read a frame cut short past its end (and
+    return what lies there); a partial write over it must refuse, as a read does."""
+    import numcodecs
+
+    store = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(store, shape=(8, 8), chunks=(4, 4), dtype="uint16",
+                                zarr_format=2, compressors=numcodecs.Blosc(), fill_value=0)
+        arr[:] = np.arange(64, dtype="uint16").reshape(8, 8) + 1
+    key = "0.0"
+    bad = bytes(_raw(store, key))[:-5]
+    _put(store, key, bad)
+    with pytest.raises(ZKernelsError, match=key):
+        _read(store, (slice(0, 2), slice(0, 2)))
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r+")
+        with pytest.raises(ZKernelsError, match="blosc: bad header"):
+            arr[0:2, 0:2] = 5
+    assert bytes(_raw(store, key)) == bad

@@ -230,11 +230,19 @@ SELECTIONS = [
 ]
 
 
+def zstd_layout(layout):
+    """Arguments of a (45, 47) array of 5x4 zstd chunks: in 20x20 shards, or each a key."""
+    if layout == "sharded":
+        return {"chunks": (20, 20), "serializer": sharded((5, 4), compressors=[ZstdCodec()]),
+                "compressors": None}
+    return {"chunks": (5, 4), "compressors": [ZstdCodec()]}
+
+
+@pytest.mark.parametrize("layout", ["sharded", "unsharded"])
 @pytest.mark.parametrize("kind", ["memory", "local", "zip", "fsspec"])
 @pytest.mark.parametrize("how,sel", SELECTIONS, ids=[f"{h}-{i}" for i, (h, _) in enumerate(SELECTIONS)])
-def test_selections_and_stores(twin, h, kind, how, sel):
-    t = twin(kind, shape=(45, 47), dtype="float32", chunks=(20, 20),
-             serializer=sharded((5, 4), compressors=[ZstdCodec()]), compressors=None, fill_value=0)
+def test_selections_and_stores(twin, h, kind, how, sel, layout):
+    t = twin(kind, shape=(45, 47), dtype="float32", fill_value=0, **zstd_layout(layout))
     data = h.sample_data((45, 47), "float32", fill=0, chunks=(5, 4))
     t.write(Ellipsis, data)
     t.check_read(sel, how)
@@ -242,16 +250,33 @@ def test_selections_and_stores(twin, h, kind, how, sel):
     t.check_read(mask, "vindex")
 
 
+@pytest.mark.parametrize("layout", ["sharded", "unsharded"])
 @pytest.mark.parametrize("how,sel", [s for s in SELECTIONS if s[0] != "blocks"] + [("blocks", (1, 1))])
-def test_selection_writes(twin, h, how, sel):
-    t = twin("memory", shape=(45, 47), dtype="int32", chunks=(20, 20),
-             serializer=sharded((5, 4), compressors=[ZstdCodec()]), compressors=None, fill_value=0)
+def test_selection_writes(twin, h, how, sel, layout):
+    t = twin("memory", shape=(45, 47), dtype="int32", fill_value=0, **zstd_layout(layout))
     t.write(Ellipsis, h.sample_data((45, 47), "int32", fill=0, chunks=(5, 4)))
     shape = t.apply(lambda a: np.asarray(getattr(a, how)[sel] if how != "basic" else a[sel]).shape)[h.DEFAULT]
     if t.write(sel, np.arange(int(np.prod(shape)), dtype="int32").reshape(shape) + 1000, how):
         return  # zarr itself refuses this write (e.g. duplicate orthogonal indices): so do we
     t.check_stored()
     t.check_read(Ellipsis)
+
+
+@pytest.mark.parametrize("layout", ["sharded", "unsharded"])
+@pytest.mark.parametrize("how,sel,value", [
+    ("basic", (slice(0, 30), slice(None)), np.arange(47, dtype="int32")[:20]),  # no broadcast
+    ("basic", (slice(None), 3), np.zeros((44,), "int32")),  # one short
+    ("oindex", ([3, 0, 9], slice(0, 5)), np.zeros((1, 5), "int32") + np.arange(2)[:, None]),
+])
+def test_values_that_do_not_fit_raise_zarrs_error(twin, h, layout, how, sel, value):
+    """A value that does not fit its selection is the caller's error: numpy's exception, as
+    zarr's pipeline raises it, not a complaint about the stored chunks."""
+    t = twin("memory", shape=(45, 47), dtype="int32", fill_value=0, **zstd_layout(layout))
+    t.write(Ellipsis, h.sample_data((45, 47), "int32", fill=0, chunks=(5, 4)))
+    res = t.apply(lambda a: (getattr(a, how) if how != "basic" else a).__setitem__(sel, value))
+    assert isinstance(res[h.DEFAULT], ValueError | IndexError), res
+    assert type(res[h.ZK]) is type(res[h.DEFAULT]), res
+    assert str(res[h.ZK]) == str(res[h.DEFAULT])
 
 
 STRUCT = np.dtype([("a", "<i4"), ("b", "<f8"), ("c", "u1")])

@@ -27,8 +27,10 @@ def layouts(draw):
     index_location = draw(st.sampled_from(["start", "end"]))
     index_crc = draw(st.booleans())
     wec = draw(st.booleans())
+    sharded = draw(st.integers(0, 3)) > 0  # one layout in four: every chunk its own key
     return dict(shape=shape, inner=inner, shard=shard, dtype=dtype, endian=endian, comp=comp,
-                transpose=transpose, index_location=index_location, index_crc=index_crc, wec=wec)
+                transpose=transpose, index_location=index_location, index_crc=index_crc, wec=wec,
+                sharded=sharded)
 
 
 def _selection(draw, shape):
@@ -43,6 +45,24 @@ def _selection(draw, shape):
     return tuple(sel)
 
 
+def _fancy(draw, shape):
+    """(how, selection): integer arrays per axis (oindex), points or a mask (vindex)."""
+    how = draw(st.sampled_from(["oindex", "points", "mask"]))
+    if how == "mask":
+        seed = draw(st.integers(0, 2**32 - 1))
+        return "vindex", np.random.default_rng(seed).random(shape) < 0.3
+    if 0 in shape:
+        return "basic", Ellipsis
+    if how == "oindex":
+        return "oindex", tuple(
+            np.array(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=4, unique=True)))
+            for n in shape
+        )
+    k = draw(st.integers(1, 6))
+    return "vindex", tuple(np.array(draw(st.lists(st.integers(0, n - 1), min_size=k,
+                                                  max_size=k))) for n in shape)
+
+
 @given(data=st.data(), layout=layouts())
 @SETTINGS
 def test_random_layouts_writes_and_reads(twin, h, data, layout):
@@ -52,13 +72,19 @@ def test_random_layouts_writes_and_reads(twin, h, data, layout):
     codecs += {"none": [], "zstd": [ZstdCodec(level=1)], "crc32c": [Crc32cCodec()],
                "gzip": [GzipCodec(level=1)],
                "blosc": [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]}[L["comp"]]
-    serializer = ShardingCodec(
-        chunk_shape=L["inner"], codecs=codecs,
-        index_codecs=[BytesCodec()] + ([Crc32cCodec()] if L["index_crc"] else []),
-        index_location=L["index_location"],
-    )
-    t = twin("memory", shape=L["shape"], dtype=L["dtype"], chunks=L["shard"], serializer=serializer,
-             compressors=None, fill_value=0, config={"write_empty_chunks": L["wec"]})
+    if L["sharded"]:
+        serializer = ShardingCodec(
+            chunk_shape=L["inner"], codecs=codecs,
+            index_codecs=[BytesCodec()] + ([Crc32cCodec()] if L["index_crc"] else []),
+            index_location=L["index_location"],
+        )
+        kw = {"chunks": L["shard"], "serializer": serializer, "compressors": None}
+    else:  # the same chain, unsharded: transpose a filter, then the bytes codec, compressors
+        n_filters = 1 if L["transpose"] else 0
+        kw = {"chunks": L["inner"], "filters": codecs[:n_filters],
+              "serializer": codecs[n_filters], "compressors": codecs[n_filters + 1:]}
+    t = twin("memory", shape=L["shape"], dtype=L["dtype"], fill_value=0,
+             config={"write_empty_chunks": L["wec"]}, **kw)
     full = h.sample_data(L["shape"], L["dtype"], seed=data.draw(st.integers(0, 99)), fill=0,
                          chunks=L["inner"])
     t.write(Ellipsis, full)
@@ -72,3 +98,6 @@ def test_random_layouts_writes_and_reads(twin, h, data, layout):
     t.check_read(Ellipsis)
     for _ in range(2):
         t.check_read(_selection(data.draw, L["shape"]))
+    if L["shape"]:
+        how, sel = _fancy(data.draw, L["shape"])
+        t.check_read(sel, how)
