@@ -74,7 +74,7 @@ from zkernels.reader import (
     write_chunk,
 )
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 - the kernels' names are strings, loaded lazily (__getattr__)
     "KernelCodecPipeline",
     "ChunkReader",
     "ReaderClosedError",
