@@ -158,11 +158,15 @@ def _blosc_frame_fits(buf: np.ndarray) -> None:
 
 
 class _BloscStep(_SyncCodecStep):
-    """zarr's blosc codec, after a check that the frame is whole."""
+    """zarr's blosc codec: decoded after a check that the frame is whole, encoded off the main
+    thread (see `_off_main_thread`)."""
 
     def decode(self, buf: np.ndarray, validate: bool) -> np.ndarray:
         _blosc_frame_fits(buf)
         return super().decode(buf, validate)
+
+    def encode(self, buf: np.ndarray) -> np.ndarray:
+        return _off_main_thread(super().encode, buf)
 
 
 class _NumcodecsStep:
@@ -181,9 +185,12 @@ class _NumcodecsStep:
         return _u8(out.as_numpy_array())
 
     def encode(self, buf: np.ndarray) -> np.ndarray:
-        out = as_numpy_array_wrapper(
-            self.codec._codec.encode, self.prototype.buffer.from_array_like(buf), self.prototype
-        )
+        args = (self.codec._codec.encode, self.prototype.buffer.from_array_like(buf),
+                self.prototype)
+        if isinstance(self.codec._codec, _NUMCODECS_BLOSC):
+            out = _off_main_thread(as_numpy_array_wrapper, *args)
+        else:
+            out = as_numpy_array_wrapper(*args)
         return _u8(out.as_numpy_array())
 
 
@@ -212,8 +219,12 @@ def _blosc_agrees(numcodec: Any, params: dict[str, Any]) -> bool:
 
 
 def _off_main_thread(fn: Any, *args: Any) -> Any:
-    """``fn(*args)``, called from a thread other than the main one (numcodecs' blosc behaves
-    differently on the main thread); its exception, if any, raised here."""
+    """``fn(*args)``, called from a thread other than the main one; its exception, if any,
+    raised here. On the main thread numcodecs lets c-blosc compress with its own threads, which
+    may store a large chunk's blocks in another order; zarr always runs its codecs off the main
+    thread (``asyncio.to_thread``), so the bytes it stores are the single-threaded ones. Our
+    Python encodes run here (pool threads, zarr's event-loop thread) unless the caller drives
+    zarr's async API from the main thread: then a thread is started for the call."""
     if threading.current_thread() is not threading.main_thread():
         return fn(*args)
     outcome: list[Any] = []
@@ -513,7 +524,10 @@ class BoundChain:
         if ensure_ndarray_like(chunk).dtype == object:
             raise Unsupported("zarr v2 filters produced an object array")
         if self.compressor is not None:
-            chunk = self.compressor.encode(chunk)
+            if isinstance(self.compressor, _NUMCODECS_BLOSC):
+                chunk = _off_main_thread(self.compressor.encode, chunk)
+            else:
+                chunk = self.compressor.encode(chunk)
         return np.frombuffer(ensure_bytes(chunk), dtype=np.uint8)
 
     def new_chunk(self) -> np.ndarray:

@@ -271,3 +271,40 @@ def test_blosc_probe_failure_means_no_kernel(capfd):
         _codecs._off_main_thread(nc.encode, b"x" * 100)
     assert _codecs._blosc_agrees(numcodecs.Blosc(cname="lz4", clevel=5, shuffle=1, typesize=2),
                                  params)
+
+
+@pytest.mark.parametrize("fmt", ["v3", "v3-sharded", "v2"])
+def test_python_blosc_encodes_run_off_the_main_thread(monkeypatch, fmt):
+    """zarr runs numcodecs' blosc off the main thread (asyncio.to_thread), where c-blosc keeps
+    to one thread; on the main thread it may use several and order a large chunk's blocks
+    otherwise. A caller driving zarr's async API from the main thread must still get zarr's
+    bytes: our Python encodes move off it too."""
+    import asyncio
+    import threading
+
+    seen = []
+    real = numcodecs.Blosc.encode
+
+    def spy(self, buf):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return real(self, buf)
+
+    monkeypatch.setattr(numcodecs.Blosc, "encode", spy)
+    data = np.arange(64 * 64, dtype="<u2").reshape(64, 64)
+    kw = {"v3": {"compressors": [BloscCodec(cname="lz4")]},
+          # a partial inner chunk is merged and encoded in Python, not by the encode kernel
+          "v3-sharded": {"shards": (32, 32), "compressors": [BloscCodec(cname="lz4")]},
+          "v2": {"zarr_format": 2, "compressors": numcodecs.Blosc(cname="lz4")}}[fmt]
+    stores = {}
+    for path in ("zarr.core.codec_pipeline.BatchedCodecPipeline", "zkernels.KernelCodecPipeline"):
+        store = zarr.storage.MemoryStore()
+        with zarr.config.set({"codec_pipeline.path": path}):
+            arr = zarr.create_array(store, shape=(64, 64), chunks=(16, 16), dtype="<u2",
+                                    fill_value=0, **kw)
+            arr[:] = data
+            seen.clear()
+            asyncio.run(arr.async_array.setitem((slice(3, 9), slice(5, 13)), 7))
+        assert seen and not any(seen), (path, seen)  # numcodecs ran, never on the main thread
+        stores[path] = {k: v.to_bytes() for k, v in store._store_dict.items()}
+    assert stores["zkernels.KernelCodecPipeline"] == stores[
+        "zarr.core.codec_pipeline.BatchedCodecPipeline"]
