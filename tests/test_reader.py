@@ -406,6 +406,40 @@ def test_reader_closed_mid_stream_and_after(tmp_path):
     r.close()  # idempotent
 
 
+@pytest.mark.parametrize("kind", ["slow", "local", "memory"])
+def test_reader_closed_mid_region_read(kind, tmp_path):
+    """close() from another thread while read_region waits: ReaderClosedError, never a hang
+    (cancelled chunk futures must wake ``concurrent.futures.wait``, not only ``result()``)."""
+    base = zarr.storage.LocalStore(tmp_path / "r.zarr") if kind == "local" else \
+        zarr.storage.MemoryStore()
+    arr = create(base, "v3-sharded-end", shape=(400, 400), chunks=(10, 10), fill=False)
+    if kind == "slow":  # 16 shards at 20 ms per request
+        with zarr.config.set({"codec_pipeline.path": DEFAULT}):
+            arr = zarr.open_array(SlowStore(base, latency=0.02), path="arr", mode="r")
+    outcomes = []
+    for attempt in range(8 if kind == "slow" else 20):
+        r = ChunkReader(arr, io_concurrency=2, decode_threads=1)
+        result = []
+
+        def read(r=r, result=result) -> None:
+            try:
+                while True:
+                    r.read_region(slice(None))
+            except ReaderClosedError:
+                result.append("closed")
+            except Exception as exc:  # noqa: BLE001 - reported below
+                result.append(repr(exc))
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        time.sleep(0.01 + 0.005 * attempt)
+        r.close()
+        t.join(10)
+        assert not t.is_alive(), f"read_region still waiting 10 s after close (attempt {attempt})"
+        outcomes += result
+    assert set(outcomes) == {"closed"}, outcomes
+
+
 def corrupt(store_dir, key: str, at: int) -> None:
     path = store_dir / key
     raw = bytearray(path.read_bytes())

@@ -35,6 +35,10 @@ def disable() -> None:
 def enabled(**options: Any) -> Iterator[None]:
     """Use zkernels inside a ``with`` block; keyword arguments set zkernels options for it.
 
+    The settings are zarr's process-wide configuration (``zarr.config.set``): every thread sees
+    them while the block runs, and they are restored when it ends. From several threads, call
+    :func:`enable` once instead.
+
     >>> with zkernels.enabled(threads=4):  # doctest: +SKIP
     ...     arr = zarr.open_array(path)
     ...     data = arr[:]

@@ -56,10 +56,38 @@ class Options:
 _CPUS = os.cpu_count() or 1
 
 
-def _as_bool(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _as_bool(name: str, value: object) -> bool:
+    """A switch: a bool, 0 or 1, or one of the words in _TRUE / _FALSE (any case; environment
+    variables arrive as strings). Anything else is refused: a mistyped value must not quietly
+    turn a check such as ``validate_checksums`` off."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(
+        f"{PREFIX}.{name} must be true or false (or one of {_TRUE + _FALSE}), got {value!r}"
+    )
+
+
+def _as_int(name: str, value: object, minimum: int, what: str = "") -> int:
+    """A whole number of at least ``minimum``: an int or its decimal digits (environment
+    variables); not a bool, a float or a size such as "64k"."""
+    n = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        n = int(value)
+    if n is None or n < minimum:
+        raise ValueError(
+            f"{PREFIX}.{name} must be an integer >= {minimum}{what}, got {value!r}"
+        )
+    return n
 
 
 _memo: tuple[dict, Options] | None = None
@@ -88,27 +116,18 @@ def _parse(user: object) -> Options:
             f"known: {sorted(DEFAULTS)}"
         )
     threads = merged["threads"]
-    threads = int(threads) if threads not in (None, "", "None") else _CPUS
-    if threads < 1:
-        raise ValueError(f"{PREFIX}.threads must be >= 1, got {threads}")
-    gap = int(merged["coalesce_max_gap_bytes"])
-    max_bytes = int(merged["coalesce_max_bytes"])
-    if gap < 0 or max_bytes < 1:
-        raise ValueError(
-            f"{PREFIX}.coalesce_max_gap_bytes must be >= 0 and coalesce_max_bytes >= 1, "
-            f"got {gap} and {max_bytes}"
-        )
-    piece = int(merged["piece_bytes"])
-    if piece < 0:
-        raise ValueError(f"{PREFIX}.piece_bytes must be >= 0 (0: whole shards), got {piece}")
+    threads = _CPUS if threads in (None, "", "None") else _as_int("threads", threads, 1)
+    gap = _as_int("coalesce_max_gap_bytes", merged["coalesce_max_gap_bytes"], 0)
+    max_bytes = _as_int("coalesce_max_bytes", merged["coalesce_max_bytes"], 1)
+    piece = _as_int("piece_bytes", merged["piece_bytes"], 0, " (0: whole shards)")
     return Options(
         threads=threads,
         coalesce_max_gap_bytes=gap,
         coalesce_max_bytes=max_bytes,
-        validate_checksums=_as_bool(merged["validate_checksums"]),
-        strict=_as_bool(merged["strict"]),
-        dense_path=_as_bool(merged["dense_path"]),
-        inline_bytes=int(merged["inline_bytes"]),
+        validate_checksums=_as_bool("validate_checksums", merged["validate_checksums"]),
+        strict=_as_bool("strict", merged["strict"]),
+        dense_path=_as_bool("dense_path", merged["dense_path"]),
+        inline_bytes=_as_int("inline_bytes", merged["inline_bytes"], 0),
         piece_bytes=piece,
-        swap_writes=_as_bool(merged["swap_writes"]),
+        swap_writes=_as_bool("swap_writes", merged["swap_writes"]),
     )

@@ -185,7 +185,6 @@ class _ArrayPlan:
         self.validate = opts.validate_checksums
         self.max_gap = opts.coalesce_max_gap_bytes
         self.max_coalesced = opts.coalesce_max_bytes
-        self.swap_writes = opts.swap_writes
         try:
             # v2: the chunks are the stored objects (zarr 3.2 deprecates v2 metadata.chunk_grid)
             grid = metadata.chunks if v2 else metadata.chunk_grid.chunk_shape
@@ -601,7 +600,7 @@ class _Source:
 
     def set_blocking(self, key: str, data: np.ndarray | None) -> None:
         if self.sync:
-            set_sync(self.store, key, data, _PROTO, self.plan.swap_writes)
+            set_sync(self.store, key, data, _PROTO, options().swap_writes)  # read now
             return
 
         async def go() -> None:
@@ -751,7 +750,7 @@ class _Run:
             io, self._io = list(self._io), set()
         for futures in batches:
             for f in futures:
-                f.cancel()
+                _cancel(f)
         for f in io:
             f.cancel()
 
@@ -763,6 +762,27 @@ class _Failed:
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+# A chunk future leaves PENDING under this lock, either way: started by the job that computes
+# it, or cancelled by a closing reader, a cancelled run or a failed fetch, and then at once
+# marked notified, which wakes ``concurrent.futures.wait`` (``Future.cancel`` alone wakes
+# ``result()`` but not ``wait()``: a region read waiting on a closed reader hung). Under the
+# lock the two never race to notify (the second would log a critical error and raise).
+_FUTURE_STATE = threading.Lock()
+
+
+def _cancel(fut: Future) -> None:
+    """Cancel a chunk future that has not started and wake everything waiting on it."""
+    with _FUTURE_STATE:
+        if not fut.cancelled() and fut.cancel():
+            fut.set_running_or_notify_cancel()
+
+
+def _start(fut: Future) -> bool:
+    """Mark a chunk future running; False if it was cancelled (its waiters were woken)."""
+    with _FUTURE_STATE:
+        return not fut.cancelled() and fut.set_running_or_notify_cancel()
 
 
 def _settle(fut: Future, exc: BaseException) -> None:
@@ -1156,7 +1176,7 @@ class ChunkReader:
     @staticmethod
     def _cancel_job(job) -> None:
         for fut, _, _ in job[1]:
-            fut.cancel()
+            _cancel(fut)
 
     def _fail_job(self, job, exc: BaseException) -> None:
         err = self._src.fetch_error(exc, job[0])
@@ -1207,9 +1227,9 @@ class ChunkReader:
 
             def work(fut=fut, start=start, stop=stop) -> None:
                 if run.cancelled:
-                    fut.cancel()
+                    _cancel(fut)
                     return
-                if not fut.set_running_or_notify_cancel():
+                if not _start(fut):
                     return
                 out = []
                 for pos in range(start, stop):
@@ -1346,9 +1366,9 @@ class ChunkReader:
 
                 def job(f=f, region=region) -> None:
                     if run.cancelled:
-                        f.cancel()
+                        _cancel(f)
                         return
-                    if not f.set_running_or_notify_cancel():
+                    if not _start(f):
                         return
                     try:
                         f.set_result([self._zarr_read(region)])

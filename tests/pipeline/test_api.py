@@ -52,14 +52,38 @@ def test_bad_option_is_a_clear_error():
 
 @pytest.mark.parametrize(
     "option,match",
-    [({"piece_bytes": -1}, "piece_bytes must be >= 0"), ({"threads": 0}, "threads must be >= 1"),
-     ({"coalesce_max_bytes": 0}, "coalesce_max_bytes >= 1")],
+    [({"piece_bytes": -1}, "piece_bytes must be an integer >= 0"),
+     ({"threads": 0}, "threads must be an integer >= 1"),
+     ({"coalesce_max_bytes": 0}, "coalesce_max_bytes must be an integer >= 1"),
+     ({"threads": 2.7}, "threads must be an integer"),
+     ({"inline_bytes": -5}, "inline_bytes must be an integer >= 0"),
+     ({"inline_bytes": "64k"}, "inline_bytes must be an integer"),
+     ({"coalesce_max_gap_bytes": None}, "coalesce_max_gap_bytes must be an integer"),
+     ({"piece_bytes": True}, "piece_bytes must be an integer"),
+     # a mistyped switch must not turn a check off
+     ({"validate_checksums": "ture"}, "validate_checksums must be true or false"),
+     ({"strict": "enabled"}, "strict must be true or false"),
+     ({"swap_writes": 2}, "swap_writes must be true or false"),
+     ({"dense_path": None}, "dense_path must be true or false")],
 )
 def test_bad_option_value_is_a_clear_error(option, match):
     with zkernels.enabled(**option):
         arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), chunks=(2,), dtype="i4")
         with pytest.raises(ValueError, match=match):
             arr[:]
+
+
+@pytest.mark.parametrize("value,want", [
+    (True, True), (False, False), (1, True), (0, False), ("true", True), ("False", False),
+    (" YES ", True), ("no", False), ("on", True), ("off", False), ("1", True), ("0", False),
+])
+def test_switch_values(value, want):
+    """Switches take bools, 0/1 and the usual words (environment variables are strings)."""
+    from zkernels.config import options
+
+    with zkernels.enabled(validate_checksums=value, threads="3", piece_bytes="0"):
+        opts = options()
+    assert opts.validate_checksums is want and opts.threads == 3 and opts.piece_bytes == 0
 
 
 def test_pickle_round_trip():

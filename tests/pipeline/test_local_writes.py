@@ -157,6 +157,28 @@ def test_set_sync_routes(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def test_write_chunk_reads_swap_writes_at_each_write(tmp_path, monkeypatch):
+    """The functional write_chunk caches a plan per array; the option is still read at each
+    write (it decides what survives a power failure), not when the plan was made."""
+    import zkernels
+    from zkernels.reader import write_chunk
+
+    calls = []
+    real = _localio.replace_file
+    monkeypatch.setattr(_localio, "replace_file", lambda p, d: (calls.append(p), real(p, d)))
+    store = zarr.storage.LocalStore(tmp_path / "s")
+    zarr.create_array(store, shape=(6,), chunks=(2,), dtype="i4", fill_value=0)
+    write_chunk(store, "", 0, np.array([1, 2], "i4"))  # the plan is made here, swapping on
+    for swap, key in [(False, "c/1"), (True, "c/2"), (False, "c/0")]:
+        before = len(calls)
+        with zkernels.enabled(swap_writes=swap):
+            write_chunk(store, "", int(key[-1]), np.array([3, 4], "i4"))
+        assert (len(calls) > before) == swap, (swap, key, calls)
+    with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}):
+        got = zarr.open_array(store, mode="r")[:]
+    np.testing.assert_array_equal(got, [3, 4, 3, 4, 3, 4])
+
+
 @pytest.mark.parametrize("swap", [True, False])
 @pytest.mark.parametrize("compressors", [None, "auto"])
 def test_rewrites_match_zarrs_store(tmp_path, swap, compressors):
