@@ -145,6 +145,25 @@ def test_options_and_layout():
     assert bench.main(["--size", "256", "--shard", "100", "--chunk", "64", "-q"]) == 2
 
 
+def test_bad_arguments_are_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    """Each is an error (exit code 2, a message naming the flag) before any dataset is made:
+    not a silent default, nor a failure of every engine, nor a traceback after the run."""
+    monkeypatch.setattr(bench, "run_bench", lambda cfg: pytest.fail("the run started"))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for argv, flag in [
+        (["--size", "0"], "--size"), (["--quick", "--size", "1"], "--size"),
+        (["--chunk", "-4"], "--chunk"), (["--shard", "-64"], "--shard"), (["--seed", "-1"], "--seed"),
+        (["--json", str(tmp_path / "missing" / "t.json")], "--json"),
+        (["--json", str(tmp_path)], "--json"),
+        (["--plot", str(tmp_path / "p.txt")], "--plot"),
+        (["--dir", str(afile)], "--dir"),
+    ]:
+        assert bench.main(["-q", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("zkernels bench: error: ") and flag in err, (argv, err)
+
+
 def test_data_is_deterministic_and_compressible():
     import zstandard
 

@@ -391,7 +391,7 @@ def test_reader_closed_mid_stream_and_after(tmp_path):
     it = r.iter_chunks(readahead_bytes=256)
     next(it)
     threading.Timer(0.05, r.close).start()
-    with pytest.raises(ReaderClosedError):
+    with pytest.raises(ReaderClosedError, match="'/arr'"):  # names the array
         for _ in it:
             pass
     assert r.closed
@@ -505,6 +505,35 @@ def test_bad_coordinates():
             r.read_region((slice(None, None, -1),))
         with pytest.raises(IndexError):
             r.read_region((23, 0))
+        for bad in (True, (True, 0), (0, np.bool_(False))):  # not a chunk number
+            with pytest.raises(TypeError, match="tuple of ints"):
+                r.read_chunk(bad)
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    ({"io_concurrency": 0}, ValueError, "io_concurrency must be >= 1"),
+    ({"io_concurrency": True}, TypeError, "io_concurrency must be an int"),
+    ({"decode_threads": 2.5}, TypeError, "decode_threads must be an int"),
+    ({"decode_threads": 0}, ValueError, "decode_threads must be >= 1"),
+    ({"index_cache_bytes": "32MiB"}, TypeError, "index_cache_bytes must be an int"),
+    ({"index_cache_bytes": -1}, ValueError, "index_cache_bytes must be >= 0"),
+])
+def test_bad_reader_arguments(kw, exc, match):
+    """Refused when the reader is made, not at its first read."""
+    arr = create(zarr.storage.MemoryStore(), "v3-sharded-end")
+    with pytest.raises(exc, match=match):
+        ChunkReader(arr, **kw)
+
+
+def test_write_chunk_store_error_names_what_was_written(tmp_path):
+    """A store's own error keeps its type, with a note naming the array, chunk and key."""
+    store = zarr.storage.LocalStore(tmp_path / "s")
+    zarr.create_array(store, name="a", shape=(4,), chunks=(2,), dtype="i4")
+    (tmp_path / "s" / "a" / "c" / "0").mkdir(parents=True)  # a folder where the chunk goes
+    with pytest.raises(OSError) as info:
+        write_chunk(store, "a", 0, np.array([1, 2], "i4"))
+    notes = getattr(info.value, "__notes__", [])
+    assert any("writing array" in n and "chunk (0,)" in n and "c/0" in n for n in notes), notes
 
 
 # ---------------------------------------------------------------------------------------------

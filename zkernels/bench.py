@@ -1255,8 +1255,33 @@ def build_parser() -> argparse.ArgumentParser:
     return _configure(argparse.ArgumentParser(prog="python -m zkernels bench"))
 
 
+def _check_output(path: str | None, what: str, suffix: str | None = None) -> None:
+    """Refuse an output path that cannot be written before the run, not after it."""
+    if path is None:
+        return
+    target = Path(path)
+    if suffix is not None and target.suffix.lower() != suffix:
+        raise ValueError(f"{what} {path!r}: the file name must end in {suffix}")
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ValueError(f"{what} {path!r} is a folder")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"{what} {path!r}: folder {str(parent)!r} does not exist or is not "
+                         "writable")
+
+
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     size, repeats, shard, chunk = args.size, args.repeats, args.shard, args.chunk
+    for flag, value, note in (("--shard", shard, " (0: the default)"),
+                              ("--chunk", chunk, " (0: the default)"), ("--seed", args.seed, "")):
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0{note}, got {value}")
+    if size is not None and size < 2:
+        raise ValueError(f"--size must be at least 2, got {size}")
+    if args.dir is not None and Path(args.dir).exists() and not Path(args.dir).is_dir():
+        raise ValueError(f"--dir {args.dir!r} is a file, not a folder")
+    _check_output(args.json, "--json")
+    _check_output(args.plot, "--plot", ".png")
     if args.quick:
         size = size or 1024
         repeats = repeats or 2

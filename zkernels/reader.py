@@ -153,10 +153,23 @@ def _blocking_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def _with_note(exc: BaseException, where: str) -> BaseException:
+def _count(name: str, value: Any, minimum: int) -> int:
+    """A whole number argument of at least ``minimum`` (not a bool, a float or a string)."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+    if n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return n
+
+
+def _with_note(exc: BaseException, where: str, doing: str = "reading") -> BaseException:
     """An IO error keeps its type; a note says which array, chunk and key it concerns."""
     if hasattr(exc, "add_note") and not isinstance(exc, CancelledError):
-        exc.add_note(f"while reading {where}")
+        exc.add_note(f"while {doing} {where}")
     return exc
 
 
@@ -242,6 +255,8 @@ class _ArrayPlan:
             coords = (coords,)
         try:
             t = tuple(operator.index(c) for c in coords)
+            if any(isinstance(c, bool | np.bool_) for c in coords):
+                raise TypeError
         except TypeError:
             raise TypeError(
                 f"array {name!r}: {what} coordinates must be a tuple of ints, got {coords!r}"
@@ -620,8 +635,9 @@ class _Workers:
     """Daemon IO threads, started on demand up to ``limit``; each exits after ``linger`` idle
     seconds, so a reader left open (or garbage) keeps no thread alive and never blocks exit."""
 
-    def __init__(self, limit: int, linger: float = 0.2) -> None:
+    def __init__(self, limit: int, name: str = "", linger: float = 0.2) -> None:
         self.limit = limit
+        self.name = name
         self.linger = linger
         self._queue: deque[Callable[[], None]] = deque()
         self._cv = threading.Condition(threading.Lock())
@@ -633,7 +649,7 @@ class _Workers:
     def submit(self, fn: Callable[[], None]) -> None:
         with self._cv:
             if self._closed:
-                raise ReaderClosedError("ChunkReader is closed")
+                raise ReaderClosedError(f"ChunkReader for array {self.name!r} is closed")
             self._queue.append(fn)
             if len(self._queue) > self._idle and self._threads < self.limit:
                 self._threads += 1
@@ -843,15 +859,11 @@ class ChunkReader:
             self._array = array
         else:
             raise TypeError(f"ChunkReader takes a zarr.Array, not {type(array).__name__}")
-        io_concurrency = operator.index(io_concurrency)
-        if io_concurrency < 1:
-            raise ValueError(f"io_concurrency must be >= 1, got {io_concurrency}")
         opts = options()
-        if decode_threads is None:
-            decode_threads = opts.threads
-        decode_threads = operator.index(decode_threads)
-        if decode_threads < 1:
-            raise ValueError(f"decode_threads must be >= 1, got {decode_threads}")
+        io_concurrency = _count("io_concurrency", io_concurrency, 1)
+        decode_threads = _count("decode_threads",
+                                opts.threads if decode_threads is None else decode_threads, 1)
+        index_cache_bytes = _count("index_cache_bytes", index_cache_bytes, 0)
         self.io_concurrency = io_concurrency
         self.decode_threads = decode_threads
         self._plan = _ArrayPlan(async_array.metadata, async_array.config, opts)
@@ -867,7 +879,7 @@ class ChunkReader:
         """IO threads and limiters for this process (after a fork the parent's are void: their
         threads do not exist in the child and their counts include jobs that never finish)."""
         self._pid = os.getpid()
-        self._workers = _Workers(self.io_concurrency)
+        self._workers = _Workers(self.io_concurrency, self._src.name)
         self._io_limit = _Limiter(self.io_concurrency)
         self._decode_limit = _Limiter(self.decode_threads)
         self._runs = weakref.WeakSet()
@@ -1611,7 +1623,7 @@ def write_chunk(store: Any, path: str, coords: Any, data: Any, *, metadata: Any 
             encoded = None if empty else bound.encode(chunk)
         except Exception as exc:
             raise _corrupt(exc, src.name, c, key) from exc
-        src.set_blocking(key, encoded)
+        _store_chunk(src, c, key, encoded)
         return
     shard, _inner = plan.split(c)
     key = src.key(shard)
@@ -1631,4 +1643,11 @@ def write_chunk(store: Any, path: str, coords: Any, data: Any, *, metadata: Any 
         err = type(exc)(f"array {src.name!r}, chunk {c}, key {key!r}: {exc}")
         err.key = key
         raise err from exc
-    src.set_blocking(key, new)
+    _store_chunk(src, c, key, new)
+
+
+def _store_chunk(src: _Source, c: tuple[int, ...], key: str, data: np.ndarray | None) -> None:
+    try:
+        src.set_blocking(key, data)
+    except Exception as exc:  # noqa: BLE001 - the store's own error, noted and re-raised
+        raise _with_note(exc, f"array {src.name!r}, chunk {c}, key {key!r}", "writing") from None
