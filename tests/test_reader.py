@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -438,6 +439,18 @@ def test_reader_closed_mid_region_read(kind, tmp_path):
         assert not t.is_alive(), f"read_region still waiting 10 s after close (attempt {attempt})"
         outcomes += result
     assert set(outcomes) == {"closed"}, outcomes
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_future_lock_is_fresh_in_a_forked_child():
+    """A lock a parent thread held at fork time stays held in the child: the reader's lock for
+    its chunk futures is made anew there, or the child's first region read would hang."""
+    with zr._FUTURE_STATE:  # held (by this thread) while forking
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 if the lock can be taken
+            os._exit(0 if zr._FUTURE_STATE.acquire(timeout=2) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def corrupt(store_dir, key: str, at: int) -> None:

@@ -35,6 +35,7 @@ from zarr.core.buffer.cpu import as_numpy_array_wrapper
 from zarr.core.codec_pipeline import fill_value_or_default
 from zarr.core.dtype.common import HasEndianness
 
+from zkernels import _executor
 from zkernels._crc32c import crc32c
 from zkernels._decode import can_decode
 from zkernels._encode import can_encode, can_test_fill, encode_chunks
@@ -221,27 +222,15 @@ def _blosc_agrees(numcodec: Any, params: dict[str, Any]) -> bool:
 def _off_main_thread(fn: Any, *args: Any) -> Any:
     """``fn(*args)``, called from a thread other than the main one; its exception, if any,
     raised here. On the main thread numcodecs lets c-blosc compress with its own threads, which
-    may store a large chunk's blocks in another order; zarr always runs its codecs off the main
-    thread (``asyncio.to_thread``), so the bytes it stores are the single-threaded ones. Our
-    Python encodes run here (pool threads, zarr's event-loop thread) unless the caller drives
-    zarr's async API from the main thread: then a thread is started for the call."""
+    may store a large chunk's blocks in another order (and lets c-blosc's environment variables
+    override the parameters); zarr always runs its codecs off the main thread
+    (``asyncio.to_thread``), so the bytes it stores are the single-threaded ones. Chains the
+    encode kernel runs never get here; the others' blosc encodes run here, in the calling thread
+    (pool threads, zarr's event-loop thread) unless it is the main one, which happens when the
+    caller drives zarr's async API from it: then on one of zkernels' IO threads."""
     if threading.current_thread() is not threading.main_thread():
         return fn(*args)
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, fn(*args)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            outcome.append((False, exc))
-
-    worker = threading.Thread(target=run, name="zkernels-probe")
-    worker.start()
-    worker.join()
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
+    return _executor.get_io_pool().submit(fn, *args).result()
 
 
 def _defined_by(cls: type, name: str) -> type:
@@ -507,6 +496,9 @@ class BoundChain:
         """Encode one chunk (an array of the chunk's shape, native dtype) to its stored bytes."""
         if self.v2:
             return self._encode_v2(arr)
+        if (self.encode_steps is not None and arr.ndim and arr.shape == self.shape
+                and arr.dtype == self.native_dtype):
+            return self._encode_kernel(arr)
         for order in self.transposes:
             arr = arr.transpose(order)
         dtype = arr.dtype
@@ -516,6 +508,21 @@ class BoundChain:
         for step in self.steps:
             buf = step.encode(buf)
         return buf
+
+    def _encode_kernel(self, arr: np.ndarray) -> np.ndarray:
+        """One chunk through the encode kernel: numcodecs' bytes (its libraries, a reused zstd
+        context, c-blosc's one-thread call whatever thread this runs on), without Python per
+        codec step."""
+        nd = arr.ndim
+        data, sizes = encode_chunks(
+            arr, [0], steps=self.encode_steps, chunk_shape=self.shape, region_start=(0,) * nd,
+            chunks_per_shard=(1,) * nd, swap_unit=self.swap_unit, stored_dtype=self.stored_dtype,
+            **self.encode_params,
+        )
+        out = data[: int(sizes[0])]
+        # the kernel allocates for the worst case: a store that keeps the buffer (memory) gets a
+        # compact copy of a chunk that compressed well
+        return out.copy() if out.size < self.nbytes - (self.nbytes >> 3) else out
 
     def _encode_v2(self, arr: np.ndarray) -> np.ndarray:
         chunk: Any = arr.astype(self.native_dtype, order=self.order, copy=False)

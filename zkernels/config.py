@@ -10,9 +10,12 @@ See ``docs/config.md`` for the meaning of each key.
 
 from __future__ import annotations
 
+import numbers
 import os
+import re
 from dataclasses import dataclass
 
+import numpy as np
 import zarr
 
 PREFIX = "codec_pipeline.zkernels"
@@ -64,9 +67,9 @@ def _as_bool(name: str, value: object) -> bool:
     """A switch: a bool, 0 or 1, or one of the words in _TRUE / _FALSE (any case; environment
     variables arrive as strings). Anything else is refused: a mistyped value must not quietly
     turn a check such as ``validate_checksums`` off."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
@@ -76,12 +79,11 @@ def _as_bool(name: str, value: object) -> bool:
 
 
 def _as_int(name: str, value: object, minimum: int, what: str = "") -> int:
-    """A whole number of at least ``minimum``: an int or its decimal digits (environment
-    variables); not a bool, a float or a size such as "64k"."""
+    """A whole number of at least ``minimum``: an int (numpy's too) or its decimal digits
+    (environment variables); not a bool, a float or a size such as "64k"."""
     n = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    if integral or (isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value)):
         n = int(value)
     if n is None or n < minimum:
         raise ValueError(

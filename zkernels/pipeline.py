@@ -262,12 +262,17 @@ async def _set_async(getter: Any, proto: BufferPrototype, data: np.ndarray | Non
 
 
 def _rekey(exc: Exception, key: str, coords: tuple[int, ...] | None = None) -> Exception:
-    """Our error for ``exc``, naming the store key (and the inner chunk)."""
+    """Our error for ``exc``, naming the store key (and the inner chunk), to ``raise`` as it
+    is: a new error has ``exc`` as its cause; one already keyed comes back unchanged, its own
+    cause kept (``raise ... from exc`` would make it its own cause)."""
     where = key if coords is None else f"{key} (inner chunk {coords})"
     if isinstance(exc, ZKernelsError):
-        return exc.with_key(where)
-    err = CorruptChunkError(f"{where}: could not decode: {type(exc).__name__}: {exc}")
-    err.key = where
+        err = exc.with_key(where)
+    else:
+        err = CorruptChunkError(f"{where}: could not decode: {type(exc).__name__}: {exc}")
+        err.key = where
+    if err is not exc:
+        err.__cause__ = exc
     return err
 
 
@@ -570,8 +575,8 @@ class _ShardRead(_ShardJob):
                 )
                 if groups:
                     self.set_groups([get(self.proto, g) for g in groups])
-        except Exception as exc:
-            raise _rekey(exc, self.key) from exc
+        except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
+            raise _rekey(exc, self.key)
         finally:
             get.close()
 
@@ -616,7 +621,7 @@ class _ShardRead(_ShardJob):
             self._decode(sources, out, region_start, subset=order[bounds[0] : bounds[1]],
                          streaming=streaming)
         except ZKernelsError as exc:
-            raise _rekey(exc, self.key) from exc
+            raise _rekey(exc, self.key)
         self.units = ()
 
     async def prepare_async(self, inline: bool) -> None:
@@ -635,8 +640,8 @@ class _ShardRead(_ShardJob):
                         *(_get_async(self.getter, self.proto, g) for g in groups)
                     )
                     self.set_groups(list(data))
-        except Exception as exc:
-            raise _rekey(exc, self.key) from exc
+        except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
+            raise _rekey(exc, self.key)
 
     # -- CPU -----------------------------------------------------------------------------
 
@@ -678,7 +683,7 @@ class _ShardRead(_ShardJob):
                 self._decode(self.sources, out, region_start, first=units.start,
                              last=units.stop, chunks=chunks)
             except ZKernelsError as exc:
-                raise _rekey(exc, self.key) from exc
+                raise _rekey(exc, self.key)
             return
         target, fill_value = self.target, bound.fill_value
         for coords, raw, chunk_sel, out_sel in units:
@@ -689,8 +694,8 @@ class _ShardRead(_ShardJob):
                 chunk = bound.decode(raw, validate)
             except Unsupported:
                 raise
-            except Exception as exc:
-                raise _rekey(exc, self.key, coords) from exc
+            except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
+                raise _rekey(exc, self.key, coords)
             _assign(target, out_sel, chunk, chunk_sel, ())
 
     def finish(self) -> None:
@@ -847,14 +852,14 @@ def _read_small_local(plan: _ShardPlan, item, out: np.ndarray, drop_axes, bound:
             data = f.read_range(*rng)
             _check_range(rng, data)
             sources.append(data)
-    except Exception as exc:  # as prepare_sync: any failure of the IO or the index, by key
-        raise _rekey(exc, _key(getter)) from exc
+    except Exception as exc:  # noqa: BLE001 - as prepare_sync: any failure of IO or index, by key
+        raise _rekey(exc, _key(getter))
     finally:
         f.close()
     try:
         _decode_box(plan, bound, opts, sources or [b""], reads.locs, reads.groups, target, start)
     except ZKernelsError as exc:  # as decode_units: the kernel's own errors, by key
-        raise _rekey(exc, _key(getter)) from exc
+        raise _rekey(exc, _key(getter))
     return False
 
 
@@ -991,7 +996,7 @@ class _ShardWrite(_ShardJob):
                 else:
                     results.append((coords, bound.encode(chunk)))
             except ZKernelsError as exc:
-                raise _rekey(exc, self.key, coords) from exc
+                raise _rekey(exc, self.key, coords)
         return results
 
     def encode_here(self) -> list:
@@ -1129,8 +1134,8 @@ def _merge(
             decoded = bound.decode(existing_raw, opts.validate_checksums)
         except Unsupported:
             raise
-        except Exception as exc:
-            raise _rekey(exc, key, coords) from exc
+        except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
+            raise _rekey(exc, key, coords)
         chunk = np.empty(shape, dtype=bound.native_dtype, order=bound.order)
         chunk[...] = decoded
     if chunk_sel == () or is_scalar(value, bound.native_dtype):
@@ -1449,12 +1454,12 @@ class KernelCodecPipeline(CodecPipeline):
                             name_chunks=False,
                         )
                     except ZKernelsError as exc:
-                        raise _rekey(exc, _key(getter)) from exc
+                        raise _rekey(exc, _key(getter))
                     return
             try:
                 chunk = bound.decode(raw, validate)
-            except Exception as exc:
-                raise _rekey(exc, _key(getter)) from exc
+            except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
+                raise _rekey(exc, _key(getter))
             _assign(out_arr, out_sel, chunk, chunk_sel, drop_axes)
 
         def fetch_decode(batch) -> None:
@@ -1571,7 +1576,7 @@ class KernelCodecPipeline(CodecPipeline):
                     return None
                 return bound.encode(chunk)
             except ZKernelsError as exc:
-                raise _rekey(exc, _key(setter)) from exc
+                raise _rekey(exc, _key(setter))
 
         def sync_batch(batch) -> None:
             for item in batch:

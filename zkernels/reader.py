@@ -788,6 +788,15 @@ class _Failed:
 _FUTURE_STATE = threading.Lock()
 
 
+def _fresh_future_lock() -> None:  # a forked child: a parent thread may have held it
+    global _FUTURE_STATE
+    _FUTURE_STATE = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_future_lock)
+
+
 def _cancel(fut: Future) -> None:
     """Cancel a chunk future that has not started and wake everything waiting on it."""
     with _FUTURE_STATE:

@@ -76,12 +76,15 @@ def test_bad_option_value_is_a_clear_error(option, match):
 @pytest.mark.parametrize("value,want", [
     (True, True), (False, False), (1, True), (0, False), ("true", True), ("False", False),
     (" YES ", True), ("no", False), ("on", True), ("off", False), ("1", True), ("0", False),
+    (np.True_, True), (np.int64(0), False),
 ])
-def test_switch_values(value, want):
-    """Switches take bools, 0/1 and the usual words (environment variables are strings)."""
+@pytest.mark.parametrize("threads", ["3", np.int64(3), 3])
+def test_switch_and_number_values(value, want, threads):
+    """Switches take bools (numpy's too), 0/1 and the usual words; numbers take ints (numpy's
+    too) and their digits (environment variables are strings)."""
     from zkernels.config import options
 
-    with zkernels.enabled(validate_checksums=value, threads="3", piece_bytes="0"):
+    with zkernels.enabled(validate_checksums=value, threads=threads, piece_bytes="0"):
         opts = options()
     assert opts.validate_checksums is want and opts.threads == 3 and opts.piece_bytes == 0
 

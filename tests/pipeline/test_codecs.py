@@ -273,14 +273,18 @@ def test_blosc_probe_failure_means_no_kernel(capfd):
                                  params)
 
 
-@pytest.mark.parametrize("fmt", ["v3", "v3-sharded", "v2"])
+@pytest.mark.parametrize("fmt", ["v3", "v3-sharded", "v3-transposed", "v2"])
 def test_python_blosc_encodes_run_off_the_main_thread(monkeypatch, fmt):
     """zarr runs numcodecs' blosc off the main thread (asyncio.to_thread), where c-blosc keeps
     to one thread; on the main thread it may use several and order a large chunk's blocks
     otherwise. A caller driving zarr's async API from the main thread must still get zarr's
-    bytes: our Python encodes move off it too."""
+    bytes: single chunks of a chain the encode kernel runs are encoded by it (c-blosc's
+    one-thread call, numcodecs not involved), other chains' numcodecs calls move off the main
+    thread."""
     import asyncio
     import threading
+
+    from zarr.codecs import TransposeCodec
 
     seen = []
     real = numcodecs.Blosc.encode
@@ -291,9 +295,11 @@ def test_python_blosc_encodes_run_off_the_main_thread(monkeypatch, fmt):
 
     monkeypatch.setattr(numcodecs.Blosc, "encode", spy)
     data = np.arange(64 * 64, dtype="<u2").reshape(64, 64)
-    kw = {"v3": {"compressors": [BloscCodec(cname="lz4")]},
-          # a partial inner chunk is merged and encoded in Python, not by the encode kernel
-          "v3-sharded": {"shards": (32, 32), "compressors": [BloscCodec(cname="lz4")]},
+    blosc = [BloscCodec(cname="lz4")]
+    kw = {"v3": {"compressors": blosc},
+          # a partial inner chunk is merged in Python, then encoded
+          "v3-sharded": {"shards": (32, 32), "compressors": blosc},
+          "v3-transposed": {"filters": [TransposeCodec(order=(1, 0))], "compressors": blosc},
           "v2": {"zarr_format": 2, "compressors": numcodecs.Blosc(cname="lz4")}}[fmt]
     stores = {}
     for path in ("zarr.core.codec_pipeline.BatchedCodecPipeline", "zkernels.KernelCodecPipeline"):
@@ -304,7 +310,11 @@ def test_python_blosc_encodes_run_off_the_main_thread(monkeypatch, fmt):
             arr[:] = data
             seen.clear()
             asyncio.run(arr.async_array.setitem((slice(3, 9), slice(5, 13)), 7))
-        assert seen and not any(seen), (path, seen)  # numcodecs ran, never on the main thread
+        assert not any(seen), (path, seen)  # never on the main thread
+        if path.startswith("zarr") or fmt in ("v3-transposed", "v2"):
+            assert seen, path  # numcodecs ran (zkernels: a chain the kernel does not run)
+        else:
+            assert not seen  # the encode kernel did it
         stores[path] = {k: v.to_bytes() for k, v in store._store_dict.items()}
     assert stores["zkernels.KernelCodecPipeline"] == stores[
         "zarr.core.codec_pipeline.BatchedCodecPipeline"]

@@ -223,3 +223,24 @@ def test_truncated_blosc_chunk_v2():
         with pytest.raises(ZKernelsError, match="blosc: bad header"):
             arr[0:2, 0:2] = 5
     assert bytes(_raw(store, key)) == bad
+
+
+def test_write_error_keeps_its_cause():
+    """A partial write over a chunk that does not decode: our error, caused by the codec's
+    (never its own cause, which would hide the codec's error)."""
+    store = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(store, shape=(8,), chunks=(4,), dtype="i4",
+                                compressors=[ZstdCodec()], fill_value=0)
+        arr[:] = np.arange(8, dtype="i4")
+    _put(store, "c/0", bytes(_raw(store, "c/0"))[:-2])
+    with zkernels.enabled():
+        arr = zarr.open_array(store, mode="r+")
+        with pytest.raises(CorruptChunkError, match="c/0") as info:
+            arr[1:3] = 5
+    chain, err = [], info.value
+    while err is not None and len(chain) < 5:
+        chain.append(err)
+        err = err.__cause__
+    assert info.value.__cause__ is not info.value
+    assert not isinstance(chain[-1], ZKernelsError), chain  # ends at the codec's own error
