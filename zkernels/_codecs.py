@@ -167,6 +167,8 @@ class _BloscStep(_SyncCodecStep):
         return super().decode(buf, validate)
 
     def encode(self, buf: np.ndarray) -> np.ndarray:
+        if _one_blosc_block(self.codec._blosc_codec, buf.nbytes):
+            return super().encode(buf)
         return _off_main_thread(super().encode, buf)
 
 
@@ -188,7 +190,8 @@ class _NumcodecsStep:
     def encode(self, buf: np.ndarray) -> np.ndarray:
         args = (self.codec._codec.encode, self.prototype.buffer.from_array_like(buf),
                 self.prototype)
-        if isinstance(self.codec._codec, _NUMCODECS_BLOSC):
+        if isinstance(self.codec._codec, _NUMCODECS_BLOSC) and not _one_blosc_block(
+                self.codec._codec, buf.nbytes):
             out = _off_main_thread(as_numpy_array_wrapper, *args)
         else:
             out = as_numpy_array_wrapper(*args)
@@ -219,15 +222,26 @@ def _blosc_agrees(numcodec: Any, params: dict[str, Any]) -> bool:
     return agrees
 
 
+def _one_blosc_block(numcodec: Any, nbytes: int) -> bool:
+    """Whether c-blosc compresses ``nbytes`` as one block, which it does in the calling thread
+    whatever its thread count (the same bytes on the main thread as off it): under 32 KiB (its
+    L1 size, below which the automatic block size is the whole buffer), and not beyond a block
+    size the codec forces."""
+    forced = getattr(numcodec, "blocksize", 0) or 0
+    return nbytes < 32768 and (forced <= 0 or nbytes <= forced)
+
+
 def _off_main_thread(fn: Any, *args: Any) -> Any:
     """``fn(*args)``, called from a thread other than the main one; its exception, if any,
     raised here. On the main thread numcodecs lets c-blosc compress with its own threads, which
     may store a large chunk's blocks in another order (and lets c-blosc's environment variables
     override the parameters); zarr always runs its codecs off the main thread
-    (``asyncio.to_thread``), so the bytes it stores are the single-threaded ones. Chains the
-    encode kernel runs never get here; the others' blosc encodes run here, in the calling thread
-    (pool threads, zarr's event-loop thread) unless it is the main one, which happens when the
-    caller drives zarr's async API from it: then on one of zkernels' IO threads."""
+    (``asyncio.to_thread``), so the bytes it stores are the single-threaded ones. Our Python
+    blosc encodes run here: in the calling thread (pool threads, zarr's event-loop thread)
+    unless it is the main one, which happens when the caller drives zarr's async API from it:
+    then on one of zkernels' IO threads (a hop of some 20 us; the encode kernel, which makes
+    c-blosc's one-thread call itself, costs more than that per call for a single chunk). A
+    chunk c-blosc compresses as one block needs no hop (`_one_blosc_block`)."""
     if threading.current_thread() is not threading.main_thread():
         return fn(*args)
     return _executor.get_io_pool().submit(fn, *args).result()
@@ -496,9 +510,6 @@ class BoundChain:
         """Encode one chunk (an array of the chunk's shape, native dtype) to its stored bytes."""
         if self.v2:
             return self._encode_v2(arr)
-        if (self.encode_steps is not None and arr.ndim and arr.shape == self.shape
-                and arr.dtype == self.native_dtype):
-            return self._encode_kernel(arr)
         for order in self.transposes:
             arr = arr.transpose(order)
         dtype = arr.dtype
@@ -509,21 +520,6 @@ class BoundChain:
             buf = step.encode(buf)
         return buf
 
-    def _encode_kernel(self, arr: np.ndarray) -> np.ndarray:
-        """One chunk through the encode kernel: numcodecs' bytes (its libraries, a reused zstd
-        context, c-blosc's one-thread call whatever thread this runs on), without Python per
-        codec step."""
-        nd = arr.ndim
-        data, sizes = encode_chunks(
-            arr, [0], steps=self.encode_steps, chunk_shape=self.shape, region_start=(0,) * nd,
-            chunks_per_shard=(1,) * nd, swap_unit=self.swap_unit, stored_dtype=self.stored_dtype,
-            **self.encode_params,
-        )
-        out = data[: int(sizes[0])]
-        # the kernel allocates for the worst case: a store that keeps the buffer (memory) gets a
-        # compact copy of a chunk that compressed well
-        return out.copy() if out.size < self.nbytes - (self.nbytes >> 3) else out
-
     def _encode_v2(self, arr: np.ndarray) -> np.ndarray:
         chunk: Any = arr.astype(self.native_dtype, order=self.order, copy=False)
         for f in self.filters:
@@ -531,7 +527,8 @@ class BoundChain:
         if ensure_ndarray_like(chunk).dtype == object:
             raise Unsupported("zarr v2 filters produced an object array")
         if self.compressor is not None:
-            if isinstance(self.compressor, _NUMCODECS_BLOSC):
+            if isinstance(self.compressor, _NUMCODECS_BLOSC) and not _one_blosc_block(
+                    self.compressor, ensure_ndarray_like(chunk).nbytes):
                 chunk = _off_main_thread(self.compressor.encode, chunk)
             else:
                 chunk = self.compressor.encode(chunk)
