@@ -530,12 +530,18 @@ def test_bad_coordinates():
     ({"decode_threads": 0}, ValueError, "decode_threads must be >= 1"),
     ({"index_cache_bytes": "32MiB"}, TypeError, "index_cache_bytes must be an int"),
     ({"index_cache_bytes": -1}, ValueError, "index_cache_bytes must be >= 0"),
+    ({"readahead_bytes": True}, TypeError, "readahead_bytes must be an int"),
+    ({"readahead_bytes": -1}, ValueError, "readahead_bytes must be >= 0"),
 ])
 def test_bad_reader_arguments(kw, exc, match):
     """Refused when the reader is made, not at its first read."""
     arr = create(zarr.storage.MemoryStore(), "v3-sharded-end")
     with pytest.raises(exc, match=match):
-        ChunkReader(arr, **kw)
+        if "readahead_bytes" in kw:
+            with ChunkReader(arr) as r:
+                r.iter_chunks(**kw)
+        else:
+            ChunkReader(arr, **kw)
 
 
 def test_write_chunk_store_error_names_what_was_written(tmp_path):

@@ -24,8 +24,11 @@ class DimProjection(NamedTuple):
     complete: bool
 
 
-def is_basic(selection: tuple[Any, ...]) -> bool:
-    """True if every element is an int or a slice with a positive (or no) step."""
+def is_basic(selection: Any) -> bool:
+    """True for a tuple whose every element is an int or a slice with a positive (or no) step
+    (not for a bare slice, zarr's output selection of coordinate reads)."""
+    if not isinstance(selection, tuple):
+        return False
     for s in selection:
         if isinstance(s, slice):
             if s.step is not None and s.step <= 0:

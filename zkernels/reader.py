@@ -1301,9 +1301,7 @@ class ChunkReader:
         original type.
         """
         self._check_open()
-        readahead_bytes = operator.index(readahead_bytes)
-        if readahead_bytes < 0:
-            raise ValueError(f"readahead_bytes must be >= 0, got {readahead_bytes}")
+        readahead_bytes = _count("readahead_bytes", readahead_bytes, 0)
         if coords is None:
             return self._stream(_all_coords(self._plan.grid_shape), readahead_bytes, True)
         return self._stream(iter(coords), readahead_bytes, False)
