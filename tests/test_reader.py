@@ -346,6 +346,26 @@ def test_iter_chunks_bad_coords_raise_in_order():
             next(it)
 
 
+@pytest.mark.parametrize("budget", [0, 1 << 20])
+def test_iter_chunks_error_of_the_callers_iterable_comes_in_order(budget):
+    """An exception raised by the coordinates' iterable itself comes after the chunks it gave
+    before it (read ahead or not), as any other error does."""
+    arr = create(zarr.storage.MemoryStore(), "v3-sharded-end")
+
+    def coords():
+        yield (0, 0)
+        yield (1, 1)
+        raise KeyError("the caller's iterable failed")
+
+    got = []
+    with ChunkReader(arr) as r:
+        with pytest.raises(KeyError, match="iterable failed"):
+            for c, chunk in r.iter_chunks(coords(), readahead_bytes=budget):
+                assert_same(arr[r.chunk_region(c)], chunk, c)
+                got.append(c)
+    assert got == [(0, 0), (1, 1)]
+
+
 @pytest.mark.parametrize("kind", ["local", "slow"])
 def test_iter_chunks_close_early_cancels(kind, tmp_path):
     base = zarr.storage.LocalStore(tmp_path / "big.zarr")

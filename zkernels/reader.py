@@ -1297,8 +1297,8 @@ class ChunkReader:
         -----
         Closing the iterator (``close()``, ``break`` out of a ``for`` loop, dropping it) or the
         reader cancels what is queued or in flight and returns at once. An error (corrupt data,
-        coordinates out of range) is raised when the stream reaches that chunk, with its
-        original type.
+        coordinates out of range, an exception from ``coords`` itself) is raised when the stream
+        reaches that chunk, with its original type, after the chunks before it.
         """
         self._check_open()
         readahead_bytes = _count("readahead_bytes", readahead_bytes, 0)
@@ -1327,7 +1327,14 @@ class ChunkReader:
                     while len(admitted) < room and (
                         outstanding < budget or not (pending or wanted)
                     ):
-                        c = next(source, _END)
+                        try:
+                            c = next(source, _END)
+                        except Exception as exc:  # noqa: BLE001 - the caller's iterable: raised
+                            bad_src: Future = Future()  # after the chunks it gave before it
+                            bad_src.set_exception(exc)
+                            admitted.append((None, 0, bad_src))
+                            exhausted = True
+                            break
                         if c is _END:
                             exhausted = True
                             break
