@@ -22,7 +22,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from math import ceil, prod
@@ -242,10 +242,22 @@ class _SyncGets:
 
 
 async def _get_async(
-    getter: Any, proto: BufferPrototype, byte_range: Any = None
+    getter: Any, proto: BufferPrototype, byte_range: Any = None,
+    limit: asyncio.Semaphore | None = None,
 ) -> np.ndarray | None:
-    buf = await getter.get(prototype=proto, byte_range=byte_range)
+    if limit is None:
+        buf = await getter.get(prototype=proto, byte_range=byte_range)
+    else:
+        async with limit:
+            buf = await getter.get(prototype=proto, byte_range=byte_range)
     return None if buf is None else buf.as_numpy_array()
+
+
+def _request_limit() -> asyncio.Semaphore | None:
+    """zarr's ``async.concurrency``: at most this many requests in flight to an asynchronous
+    store during one read or write, as zarr's pipeline does (None: no bound)."""
+    n = zarr.config.get("async.concurrency", None)
+    return asyncio.Semaphore(n) if n else None
 
 
 def _set_sync(
@@ -254,11 +266,15 @@ def _set_sync(
     set_sync(getter.store, getter.path, data, proto, swap)
 
 
-async def _set_async(getter: Any, proto: BufferPrototype, data: np.ndarray | None) -> None:
-    if data is None:
-        await getter.delete()
-    else:
-        await getter.set(proto.buffer.from_array_like(data))
+async def _set_async(
+    getter: Any, proto: BufferPrototype, data: np.ndarray | None,
+    limit: asyncio.Semaphore | None = None,
+) -> None:
+    async with limit if limit is not None else nullcontext():
+        if data is None:
+            await getter.delete()
+        else:
+            await getter.set(proto.buffer.from_array_like(data))
 
 
 def _rekey(exc: Exception, key: str, coords: tuple[int, ...] | None = None) -> Exception:
@@ -274,6 +290,17 @@ def _rekey(exc: Exception, key: str, coords: tuple[int, ...] | None = None) -> E
     if err is not exc:
         err.__cause__ = exc
     return err
+
+
+def _fetch_error(exc: Exception, key: str) -> Exception:
+    """An error met while fetching a shard and parsing its index: ours get the key; anything
+    else is the store's own (an OSError, a timeout) and goes to the caller with its type, as
+    zarr's pipeline lets it through, with a note naming the key."""
+    if isinstance(exc, ZKernelsError):
+        return _rekey(exc, key)
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"while reading {key!r}")
+    return exc
 
 
 def _assign(
@@ -359,6 +386,7 @@ class _ShardJob:
         self.opts = opts
         self.shard_shape = shape = tuple(item[1].shape)
         self.cps, self.n_chunks = _shard_geometry(plan.chunk_shape, shape)
+        self.limit: asyncio.Semaphore | None = None  # an async store's requests (the caller's)
 
     @property
     def key(self) -> str:
@@ -575,8 +603,8 @@ class _ShardRead(_ShardJob):
                 )
                 if groups:
                     self.set_groups([get(self.proto, g) for g in groups])
-        except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
-            raise _rekey(exc, self.key)
+        except Exception as exc:  # noqa: BLE001 - keyed or noted (_fetch_error), re-raised
+            raise _fetch_error(exc, self.key)
         finally:
             get.close()
 
@@ -627,21 +655,22 @@ class _ShardRead(_ShardJob):
     async def prepare_async(self, inline: bool) -> None:
         try:
             if self.whole:
-                shard = await _get_async(self.getter, self.proto)
+                shard = await _get_async(self.getter, self.proto, None, self.limit)
                 await _in_pool(lambda: self.set_whole(shard), self.opts, inline)
             else:
                 groups = self.ranges_after_index(
                     await _get_async(
-                        self.getter, self.index_proto, self.plan.index_range(self.n_chunks)
+                        self.getter, self.index_proto, self.plan.index_range(self.n_chunks),
+                        self.limit,
                     )
                 )
                 if groups:
                     data = await asyncio.gather(
-                        *(_get_async(self.getter, self.proto, g) for g in groups)
+                        *(_get_async(self.getter, self.proto, g, self.limit) for g in groups)
                     )
                     self.set_groups(list(data))
-        except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
-            raise _rekey(exc, self.key)
+        except Exception as exc:  # noqa: BLE001 - keyed or noted (_fetch_error), re-raised
+            raise _fetch_error(exc, self.key)
 
     # -- CPU -----------------------------------------------------------------------------
 
@@ -852,8 +881,8 @@ def _read_small_local(plan: _ShardPlan, item, out: np.ndarray, drop_axes, bound:
             data = f.read_range(*rng)
             _check_range(rng, data)
             sources.append(data)
-    except Exception as exc:  # noqa: BLE001 - as prepare_sync: any failure of IO or index, by key
-        raise _rekey(exc, _key(getter))
+    except Exception as exc:  # noqa: BLE001 - as prepare_sync (_fetch_error)
+        raise _fetch_error(exc, _key(getter))
     finally:
         f.close()
     try:
@@ -1395,8 +1424,11 @@ class KernelCodecPipeline(CodecPipeline):
         else:
             left = [sr for sr in reads if not sr.sync or not read_sync(sr)]
 
+        limit = _request_limit()
+
         async def rest(sr: _ShardRead) -> None:
             if not sr.sync:
+                sr.limit = limit
                 await sr.prepare_async(inline)
             if sr.units:
                 await _run_batches(sr.decode_units, sr.units, bound, opts, inline, n_items)
@@ -1497,6 +1529,7 @@ class KernelCodecPipeline(CodecPipeline):
         # new shards assembled and waiting for the disk, at most this many at once
         in_flight = asyncio.Semaphore(2 * _executor.IO_THREADS)
         swap = opts.swap_writes
+        limit = _request_limit()  # an async store's gets and sets
 
         async def write_out(sw: _ShardWrite, data: np.ndarray | None) -> None:
             if type(sw.setter.store) is not LocalStore:  # a memory store: no wait to hide
@@ -1541,7 +1574,7 @@ class KernelCodecPipeline(CodecPipeline):
                             lambda: _get_sync(sw.setter, sw.proto), opts, inline
                         )
                     else:
-                        shard = await _get_async(sw.setter, sw.proto)
+                        shard = await _get_async(sw.setter, sw.proto, None, limit)
                     sw.set_existing(shard)
                 kernel_results = []
                 if sw.kbox is not None:
@@ -1558,9 +1591,9 @@ class KernelCodecPipeline(CodecPipeline):
                 if sw.sync:
                     await write_out(sw, data)
                 else:
-                    await _set_async(sw.setter, sw.proto, data)
+                    await _set_async(sw.setter, sw.proto, data, limit)
             except ZKernelsError as exc:
-                raise exc.with_key(sw.key) from exc
+                raise _rekey(exc, sw.key)
 
         await _gather(one(sw) for sw in writes)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import zarr
@@ -244,3 +246,76 @@ def test_write_error_keeps_its_cause():
         err = err.__cause__
     assert info.value.__cause__ is not info.value
     assert not isinstance(chain[-1], ZKernelsError), chain  # ends at the codec's own error
+
+
+# ------------------------------------------------------------------------------------------------
+# asynchronous stores: their errors and their request bound
+
+
+class _FlakyStore(zarr.storage.WrapperStore):
+    """Gets of chunk and shard keys fail with the store's own error (a network error, say)."""
+
+    async def get(self, key, prototype, byte_range=None):
+        if key.startswith("c/"):
+            raise OSError(f"connection reset while fetching {key}")
+        return await self._store.get(key, prototype, byte_range)
+
+
+@pytest.mark.parametrize("shards", [(16, 16), None])
+@pytest.mark.parametrize("sel", [slice(None), (slice(1, 3), slice(2, 5))], ids=["whole", "part"])
+def test_store_errors_keep_their_type(shards, sel):
+    """A store's own error is not a corrupt chunk: it reaches the caller with its type, as with
+    zarr's pipeline (code that retries on OSError must see one), noting the key."""
+    inner = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(inner, shape=(16, 16), chunks=(4, 4), shards=shards,
+                                dtype="uint16", compressors=[ZstdCodec()], fill_value=0)
+        arr[:] = 1
+        flaky = zarr.open_array(_FlakyStore(inner), mode="r")
+        with pytest.raises(OSError, match="connection reset") as info:
+            flaky[sel]
+    assert not isinstance(info.value, ZKernelsError)
+    assert any("c/0" in n for n in getattr(info.value, "__notes__", [])) or shards is None
+
+
+class _CountingStore(zarr.storage.WrapperStore):
+    """Counts the requests in flight at once (each takes a millisecond)."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.now = self.peak = 0
+
+    async def _counted(self, coro):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.001)
+            return await coro
+        finally:
+            self.now -= 1
+
+    async def get(self, key, prototype, byte_range=None):
+        return await self._counted(self._store.get(key, prototype, byte_range))
+
+    async def set(self, key, value):
+        return await self._counted(self._store.set(key, value))
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+@pytest.mark.parametrize("shards", [(16, 16), None])
+def test_async_concurrency_bounds_requests(limit, shards):
+    """zarr's ``async.concurrency`` bounds the requests in flight to an asynchronous store, for
+    whole and partial reads and writes, sharded or not (a remote store must not see hundreds)."""
+    data = np.arange(64 * 64, dtype="i4").reshape(64, 64)
+    settings = {"async.concurrency": limit, "codec_pipeline.zkernels.coalesce_max_gap_bytes": 0}
+    with zkernels.enabled(), zarr.config.set(settings):
+        store = _CountingStore(zarr.storage.MemoryStore())
+        arr = zarr.create_array(store, shape=(64, 64), chunks=(4, 4), shards=shards, dtype="i4",
+                                compressors=[ZstdCodec()], fill_value=0)
+        for sel, value in [(Ellipsis, data), ((slice(None, None, 5),) * 2, 7)]:
+            store.peak = 0
+            arr[sel] = value
+            assert 1 <= store.peak <= limit, ("write", sel, store.peak)
+            store.peak = 0
+            arr[sel]
+            assert 1 <= store.peak <= limit, ("read", sel, store.peak)
