@@ -1265,6 +1265,8 @@ def _check_output(path: str | None, what: str, suffix: str | None = None) -> Non
     parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise ValueError(f"{what} {path!r} is a folder")
+    if target.exists() and os.access(target, os.W_OK):
+        return  # an existing file it may write (/dev/stdout too)
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ValueError(f"{what} {path!r}: folder {str(parent)!r} does not exist or is not "
                          "writable")
