@@ -245,11 +245,8 @@ async def _get_async(
     getter: Any, proto: BufferPrototype, byte_range: Any = None,
     limit: asyncio.Semaphore | None = None,
 ) -> np.ndarray | None:
-    if limit is None:
+    async with limit if limit is not None else nullcontext():
         buf = await getter.get(prototype=proto, byte_range=byte_range)
-    else:
-        async with limit:
-            buf = await getter.get(prototype=proto, byte_range=byte_range)
     return None if buf is None else buf.as_numpy_array()
 
 
@@ -1424,7 +1421,7 @@ class KernelCodecPipeline(CodecPipeline):
         else:
             left = [sr for sr in reads if not sr.sync or not read_sync(sr)]
 
-        limit = _request_limit()
+        limit = _request_limit() if any(not sr.sync for sr in left) else None
 
         async def rest(sr: _ShardRead) -> None:
             if not sr.sync:
@@ -1505,9 +1502,9 @@ class KernelCodecPipeline(CodecPipeline):
         if async_items:
 
             async def fetch_then_decode() -> None:
-                raws = await _bounded_gather(
-                    [_get_async(e[1][0], e[1][1].prototype) for e in async_items],
-                    zarr.config.get("async.concurrency"),
+                limit = _request_limit()
+                raws = await asyncio.gather(
+                    *(_get_async(e[1][0], e[1][1].prototype, None, limit) for e in async_items)
                 )
                 entries = list(zip(async_items, raws, strict=True))
 
@@ -1529,7 +1526,7 @@ class KernelCodecPipeline(CodecPipeline):
         # new shards assembled and waiting for the disk, at most this many at once
         in_flight = asyncio.Semaphore(2 * _executor.IO_THREADS)
         swap = opts.swap_writes
-        limit = _request_limit()  # an async store's gets and sets
+        limit = _request_limit() if any(not sw.sync for sw in writes) else None  # async stores
 
         async def write_out(sw: _ShardWrite, data: np.ndarray | None) -> None:
             if type(sw.setter.store) is not LocalStore:  # a memory store: no wait to hide
@@ -1624,12 +1621,14 @@ class KernelCodecPipeline(CodecPipeline):
         if async_items:
 
             async def async_write() -> None:
-                limit = zarr.config.get("async.concurrency")
+                limit = _request_limit()
 
                 async def existing_of(item):
-                    return None if item[4] else await _get_async(item[0], item[1].prototype)
+                    if item[4]:
+                        return None
+                    return await _get_async(item[0], item[1].prototype, None, limit)
 
-                existing = await _bounded_gather([existing_of(it) for it in async_items], limit)
+                existing = await asyncio.gather(*(existing_of(it) for it in async_items))
                 pairs = list(zip(async_items, existing, strict=True))
 
                 def run(batch):
@@ -1637,28 +1636,15 @@ class KernelCodecPipeline(CodecPipeline):
 
                 encoded = await _run_batches(run, pairs, bound, opts, inline)
                 flat = [e for b in encoded for e in b]
-                await _bounded_gather(
-                    [
-                        _set_async(it[0], it[1].prototype, data)
+                await asyncio.gather(
+                    *(
+                        _set_async(it[0], it[1].prototype, data, limit)
                         for it, data in zip(async_items, flat, strict=True)
-                    ],
-                    limit,
+                    )
                 )
 
             tasks.append(async_write())
         await _gather(tasks)
-
-
-async def _bounded_gather(coros: list, limit: int | None) -> list:
-    if not limit or len(coros) <= limit:
-        return list(await asyncio.gather(*coros))
-    sem = asyncio.Semaphore(limit)
-
-    async def guarded(c):
-        async with sem:
-            return await c
-
-    return list(await asyncio.gather(*(guarded(c) for c in coros)))
 
 
 # zarr finds pipelines by "module.qualname"; users write zkernels.KernelCodecPipeline.
