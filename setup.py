@@ -4,6 +4,9 @@ Environment switches:
   ZKERNELS_DEBUG=1     bounds and wraparound checks on, -O0 -g (the test suite must pass this way too)
   ZKERNELS_ANNOTATE=1  write Cython's annotated HTML next to each .pyx
   ZKERNELS_MODULES=a,b build only these modules (developer convenience, e.g. "_crc32c")
+  ZKERNELS_SANITIZE=address,undefined
+                       build with these gcc/clang sanitizers (-O1 -g); run Python with the sanitizer
+                       runtime preloaded, as docs/testing.md shows
 """
 
 import os
@@ -19,6 +22,7 @@ HERE = Path(__file__).parent
 DEBUG = os.environ.get("ZKERNELS_DEBUG", "0") not in ("", "0")
 ANNOTATE = os.environ.get("ZKERNELS_ANNOTATE", "0") not in ("", "0")
 ONLY = [m for m in os.environ.get("ZKERNELS_MODULES", "").split(",") if m]
+SANITIZE = os.environ.get("ZKERNELS_SANITIZE", "").strip()
 
 # One set of directives for every module (scikit-learn style), not per file.
 DIRECTIVES = {
@@ -34,7 +38,12 @@ DIRECTIVES = {
 if sys.platform == "win32":
     cflags = ["/O2"]
 else:
-    cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
+    if SANITIZE:
+        # -O1 keeps the reports' stacks readable; no recovery, so any finding ends the run.
+        cflags = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={SANITIZE}",
+                  "-fno-sanitize-recover=all"]
+    else:
+        cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
     cflags += ["-Wno-unused-function", "-Wno-unreachable-code"]
 
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
@@ -52,6 +61,7 @@ extensions = [
         include_dirs=[np.get_include(), "zkernels/src"],
         define_macros=macros,
         extra_compile_args=cflags,
+        extra_link_args=[f"-fsanitize={SANITIZE}"] if SANITIZE and sys.platform != "win32" else [],
     )
     for name in modules
 ]
@@ -60,7 +70,7 @@ extensions = [
 # one changes, so a release build never reuses C generated with bounds checks on (or the reverse),
 # and venvs sharing this in-place build (other numpy) never compile C made for another numpy.
 MODE_STAMP = HERE / "build" / "zkernels-cython-mode"
-mode = f"debug={int(DEBUG)} cython={Cython.__version__} numpy={np.__version__}"
+mode = f"debug={int(DEBUG)} sanitize={SANITIZE} cython={Cython.__version__} numpy={np.__version__}"
 force = not MODE_STAMP.exists() or MODE_STAMP.read_text() != mode
 
 ext_modules = cythonize(

@@ -3,8 +3,9 @@
 Loaded by ``scripts/run_zarr_suite.py`` with ``-p zarr_suite_plugin`` (``scripts/`` on
 ``PYTHONPATH``). It imports zkernels (so the pipeline is registered even where the entry point is
 not), checks at start-up that ``codec_pipeline.path`` really names the pipeline the run asked for,
-and counts the reads and writes that went through ``KernelCodecPipeline`` (and how many of those
-fell back to zarr's pipeline), so a run that silently used the default pipeline shows up.
+and counts the reads and writes that went through ``KernelCodecPipeline`` (and how many of those it
+handed to zarr's pipeline, for whatever reason), so a run that silently used the default pipeline
+shows up.
 """
 
 from __future__ import annotations
@@ -23,12 +24,22 @@ def _wrap(cls, name: str) -> None:
 
     async def wrapper(self, *args, **kwargs):
         _COUNTS[name] += 1
-        if not self.accelerated:
-            _COUNTS[f"{name} (fallback codecs)"] += 1
         return await orig(self, *args, **kwargs)
 
     wrapper.__wrapped__ = orig
     setattr(cls, name, wrapper)
+
+
+def _count_fallbacks(cls) -> None:
+    # every call handed to zarr's pipeline, whatever the reason (codecs, data type, buffer type)
+    orig = cls._fall_back
+
+    async def wrapper(self, reason, opts, method, *args):
+        _COUNTS[f"{method} handed to zarr"] += 1
+        return await orig(self, reason, opts, method, *args)
+
+    wrapper.__wrapped__ = orig
+    cls._fall_back = wrapper
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"zarr resolves {ZK!r} to {cls!r}")
         _wrap(zkernels.KernelCodecPipeline, "read")
         _wrap(zkernels.KernelCodecPipeline, "write")
+        _count_fallbacks(zkernels.KernelCodecPipeline)
     config.stash[_key] = actual
 
 

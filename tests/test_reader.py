@@ -39,6 +39,7 @@ from zkernels.errors import (
     ChecksumError,
     CorruptChunkError,
     ShardIndexError,
+    ZKernelsError,
 )
 from zkernels.reader import ChunkReader, ReaderClosedError, read_chunk, write_chunk
 
@@ -473,6 +474,38 @@ def test_future_lock_is_fresh_in_a_forked_child():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_locks_and_cache_are_fresh_in_a_forked_child(kind, tmp_path):
+    """Locks held by a parent thread at fork time (the reader's index cache, the reader's own,
+    the functional layer's plan cache) must not hang the child's read_chunk, read_chunk() or
+    close(); the child's index cache starts empty."""
+    import signal
+
+    store = make_store(kind, tmp_path)
+    arr = create(store, "v3-sharded-end")
+    r = ChunkReader(arr)
+    want = arr[r.chunk_region((1, 2))]
+    assert_same(want, r.read_chunk((1, 2)))
+    assert len(r._cache) == 1
+    with r._cache._lock, r._lock, zr._PLANS_LOCK:  # held (by this thread) while forking
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 if every call finishes with the right data
+            signal.alarm(20)  # a hang ends the child (status: killed), never the test run
+            try:
+                ok = len(r._cache) == 0
+                ok = ok and np.array_equal(r.read_chunk((1, 2)), want)
+                ok = ok and np.array_equal(read_chunk(store, "arr", (1, 2)), want)
+                r.close()
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(r._cache) == 1  # the parent's cache is its own
+    r.close()
+
+
 def corrupt(store_dir, key: str, at: int) -> None:
     path = store_dir / key
     raw = bytearray(path.read_bytes())
@@ -573,6 +606,42 @@ def test_write_chunk_store_error_names_what_was_written(tmp_path):
         write_chunk(store, "a", 0, np.array([1, 2], "i4"))
     notes = getattr(info.value, "__notes__", [])
     assert any("writing array" in n and "chunk (0,)" in n and "c/0" in n for n in notes), notes
+
+
+class _FailingGets(zarr.storage.WrapperStore):
+    """Gets of chunk keys fail with the store's own error, itself caused by another."""
+
+    async def get(self, key, prototype, byte_range=None):
+        if "/c/" in f"/{key}":
+            raise OSError(f"connection reset while fetching {key}") from ConnectionError("peer")
+        return await self._store.get(key, prototype, byte_range)
+
+
+@pytest.mark.parametrize("case", ["v3-zstd", "v3-sharded-end"])
+def test_store_errors_keep_their_type_and_cause(case):
+    """read_chunk, iter_chunks and write_chunk (which reads the shard it rewrites): the store's
+    error with its own cause, and a note naming the array, chunk and key."""
+    inner = zarr.storage.MemoryStore()
+    create(inner, case)
+    flaky = _FailingGets(inner)
+    arr = zarr.open_array(flaky, path="arr", mode="r")
+    ref = zarr.open_array(inner, path="arr", mode="r")
+    calls = [
+        lambda r: r.read_chunk((1, 1)),
+        lambda r: list(r.iter_chunks([(1, 1)])),
+        lambda r: write_chunk(flaky, "arr", (1, 1), ref[r.chunk_region((1, 1))] * 0),
+    ]
+    with ChunkReader(arr) as r:
+        for i, call in enumerate(calls):
+            if i == 2 and case == "v3-zstd":
+                continue  # an unsharded write_chunk reads nothing
+            with pytest.raises(OSError, match="connection reset") as info:
+                call(r)
+            err = info.value
+            assert not isinstance(err, ZKernelsError)
+            assert isinstance(err.__cause__, ConnectionError), (i, err.__cause__)
+            notes = getattr(err, "__notes__", [])
+            assert any("(1, 1)" in n and "arr/c/" in n for n in notes), (i, notes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,6 +62,15 @@ def explain(array: Any) -> str:
             f"not using zkernels: this array was opened with {name}; call zkernels.enable() "
             "before opening it"
         )
-    if pipeline.accelerated:
-        return "accelerated by zkernels"
-    return f"delegated to zarr's default pipeline: {pipeline.fallback_reason}"
+    if not pipeline.accelerated:
+        return f"delegated to zarr's default pipeline: {pipeline.fallback_reason}"
+    # the codec list is ours; the data type and fill value are judged when a read binds the
+    # chunk spec, as the reader's plan does here (zarr v2 variable-length strings, say)
+    from zkernels.config import options
+    from zkernels.reader import _ArrayPlan
+
+    async_array = getattr(array, "_async_array", array)
+    plan = _ArrayPlan(async_array.metadata, async_array.config, options())
+    if plan.fallback_reason is not None:
+        return f"delegated to zarr's default pipeline: {plan.fallback_reason}"
+    return "accelerated by zkernels"

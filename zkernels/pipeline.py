@@ -201,15 +201,28 @@ def _is_sync(getter: Any) -> bool:
     return type(getter) is StorePath and type(getter.store) in _SYNC_STORES
 
 
+def _noted(exc: Exception, key: str, doing: str) -> Exception:
+    """A store's own error (an OSError, a timeout) keeps its type, as zarr's pipeline lets it
+    through; a note names the key (once, however many layers see it)."""
+    note = f"while {doing} {key!r}"
+    if not isinstance(exc, ZKernelsError) and hasattr(exc, "add_note") and note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+    return exc
+
+
 def _get_sync(
     getter: StorePath, proto: BufferPrototype, byte_range: Any = None
 ) -> np.ndarray | None:
     store = getter.store
-    if type(store) is LocalStore and proto.buffer is _CPU_BUFFER:
-        # open + pread: a few system calls where the store's own path (pathlib, buffered IO)
-        # costs several times the read of a small chunk
-        return read_file(os.path.join(store.root, getter.path), byte_range)
-    buf = store.get_sync(getter.path, prototype=proto, byte_range=byte_range)
+    try:
+        if type(store) is LocalStore and proto.buffer is _CPU_BUFFER:
+            # open + pread: a few system calls where the store's own path (pathlib, buffered
+            # IO) costs several times the read of a small chunk
+            return read_file(os.path.join(store.root, getter.path), byte_range)
+        buf = store.get_sync(getter.path, prototype=proto, byte_range=byte_range)
+    except Exception as exc:  # the store's own error: noted, re-raised
+        _noted(exc, getter.path, "reading")
+        raise
     return None if buf is None else buf.as_numpy_array()
 
 
@@ -245,8 +258,12 @@ async def _get_async(
     getter: Any, proto: BufferPrototype, byte_range: Any = None,
     limit: asyncio.Semaphore | None = None,
 ) -> np.ndarray | None:
-    async with limit if limit is not None else nullcontext():
-        buf = await getter.get(prototype=proto, byte_range=byte_range)
+    try:
+        async with limit if limit is not None else nullcontext():
+            buf = await getter.get(prototype=proto, byte_range=byte_range)
+    except Exception as exc:  # the store's own error: noted, re-raised
+        _noted(exc, _key(getter), "reading")
+        raise
     return None if buf is None else buf.as_numpy_array()
 
 
@@ -260,18 +277,26 @@ def _request_limit() -> asyncio.Semaphore | None:
 def _set_sync(
     getter: StorePath, proto: BufferPrototype, data: np.ndarray | None, swap: bool
 ) -> None:
-    set_sync(getter.store, getter.path, data, proto, swap)
+    try:
+        set_sync(getter.store, getter.path, data, proto, swap)
+    except Exception as exc:  # the store's own error: noted, re-raised
+        _noted(exc, getter.path, "writing" if data is not None else "deleting")
+        raise
 
 
 async def _set_async(
     getter: Any, proto: BufferPrototype, data: np.ndarray | None,
     limit: asyncio.Semaphore | None = None,
 ) -> None:
-    async with limit if limit is not None else nullcontext():
-        if data is None:
-            await getter.delete()
-        else:
-            await getter.set(proto.buffer.from_array_like(data))
+    try:
+        async with limit if limit is not None else nullcontext():
+            if data is None:
+                await getter.delete()
+            else:
+                await getter.set(proto.buffer.from_array_like(data))
+    except Exception as exc:  # the store's own error: noted, re-raised
+        _noted(exc, _key(getter), "writing" if data is not None else "deleting")
+        raise
 
 
 def _rekey(exc: Exception, key: str, coords: tuple[int, ...] | None = None) -> Exception:
@@ -295,9 +320,7 @@ def _fetch_error(exc: Exception, key: str) -> Exception:
     zarr's pipeline lets it through, with a note naming the key."""
     if isinstance(exc, ZKernelsError):
         return _rekey(exc, key)
-    if hasattr(exc, "add_note"):
-        exc.add_note(f"while reading {key!r}")
-    return exc
+    return _noted(exc, key, "reading")
 
 
 def _assign(

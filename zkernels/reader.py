@@ -356,6 +356,13 @@ class _IndexCache:
         self._items: OrderedDict[str, np.ndarray | None] = OrderedDict()
         self._nbytes = 0
         self._lock = threading.Lock()
+        _LIVE_CACHES.add(self)
+
+    def _after_fork(self) -> None:
+        # in a forked child (one thread): a parent thread may have held the lock, mid-update
+        self._lock = threading.Lock()
+        self._items = OrderedDict()
+        self._nbytes = 0
 
     @staticmethod
     def _size(value: np.ndarray | None) -> int:
@@ -546,9 +553,14 @@ class _Source:
         return f"array {self.name!r}, chunk {items[0][0]}{more}, key {key!r}"
 
     def fetch_error(self, exc: BaseException, unit: _Unit) -> BaseException:
+        """Our error, re-made naming the array, chunk and key (its cause the codec's own error,
+        where there was one), or the store's own error with a note: raise it as it is (no
+        ``from``, which would drop a store error's own cause)."""
         if isinstance(exc, ZKernelsError):
             err = type(exc)(f"{self.describe(unit)}: {exc}")
             err.key = unit[0]
+            err.__cause__ = exc.__cause__
+            err.__suppress_context__ = True
             return err
         return _with_note(exc, self.describe(unit))
 
@@ -585,7 +597,7 @@ class _Source:
             try:
                 raw = self.get(key)
             except Exception as exc:  # noqa: BLE001 - any decode failure is our CorruptChunkError
-                raise self.fetch_error(exc, (key, [(coords, None)], True)) from None
+                raise self.fetch_error(exc, (key, [(coords, None)], True))
             return self.materialize(coords, raw, key)
         shard, inner = plan.split(coords)
         key = self.key(shard)
@@ -608,7 +620,7 @@ class _Source:
                             f"[{off}, {off + nb}) requested, {got} returned"
                         )
         except Exception as exc:  # noqa: BLE001 - any decode failure is our CorruptChunkError
-            raise self.fetch_error(exc, (key, [(coords, inner)], False)) from None
+            raise self.fetch_error(exc, (key, [(coords, inner)], False))
         return self.materialize(coords, raw, key)
 
     # -- writes ----------------------------------------------------------------------------
@@ -788,13 +800,26 @@ class _Failed:
 _FUTURE_STATE = threading.Lock()
 
 
-def _fresh_future_lock() -> None:  # a forked child: a parent thread may have held it
-    global _FUTURE_STATE
+# What a forked child must make anew: a lock a parent thread held at fork time stays held there
+# (the child has only the forking thread), so the child's first read, close or functional call
+# would hang. Index caches start empty in the child; readers also start fresh IO threads there
+# (``ChunkReader._register``).
+_LIVE_CACHES: weakref.WeakSet[_IndexCache] = weakref.WeakSet()
+_LIVE_READERS: weakref.WeakSet[ChunkReader] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _FUTURE_STATE, _PLANS_LOCK
     _FUTURE_STATE = threading.Lock()
+    _PLANS_LOCK = threading.Lock()
+    for cache in list(_LIVE_CACHES):
+        cache._after_fork()
+    for reader in list(_LIVE_READERS):
+        reader._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_future_lock)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cancel(fut: Future) -> None:
@@ -883,6 +908,7 @@ class ChunkReader:
         self._closed = False
         self._runs: weakref.WeakSet[_Run] = weakref.WeakSet()
         self._fresh_engine()
+        _LIVE_READERS.add(self)
 
     def _fresh_engine(self) -> None:
         """IO threads and limiters for this process (after a fork the parent's are void: their
@@ -1109,7 +1135,7 @@ class ChunkReader:
                 try:
                     raws = src.fetch_sync(unit)
                 except Exception as exc:  # noqa: BLE001 - rewrapped with the key
-                    raise src.fetch_error(exc, unit) from None
+                    raise src.fetch_error(exc, unit)
                 for (c, _), raw in zip(unit[1], raws, strict=True):
                     place(c, raw, unit[0])
             return
@@ -1143,9 +1169,7 @@ class ChunkReader:
     # batch rather than per chunk: futures, locks and GIL hand-offs cost more than small chunks.
 
     def _register(self, run: _Run) -> None:
-        if self._pid != os.getpid():  # forked: a lock held by a parent thread stays held
-            self._lock = threading.Lock()
-            self._cache = self._src.cache = _IndexCache(self._cache.max_bytes)
+        if self._pid != os.getpid():  # forked (the locks and cache: _after_fork_in_child)
             self._fresh_engine()
         with self._lock:
             if self._closed:
@@ -1651,7 +1675,12 @@ def write_chunk(store: Any, path: str, coords: Any, data: Any, *, metadata: Any 
     try:
         sw = _ShardWrite(plan.shard_plan, item, value, bound, opts)
         if sw.need_existing:
-            sw.set_existing(src.get(key))
+            try:
+                existing = src.get(key)
+            except Exception as exc:  # the store's own error: noted, re-raised
+                _with_note(exc, f"array {src.name!r}, chunk {c}, key {key!r}")
+                raise
+            sw.set_existing(existing)
         new = sw.assemble(sw.encode_here())
     except ZKernelsError as exc:
         err = type(exc)(f"array {src.name!r}, chunk {c}, key {key!r}: {exc}")
@@ -1663,5 +1692,6 @@ def write_chunk(store: Any, path: str, coords: Any, data: Any, *, metadata: Any 
 def _store_chunk(src: _Source, c: tuple[int, ...], key: str, data: np.ndarray | None) -> None:
     try:
         src.set_blocking(key, data)
-    except Exception as exc:  # noqa: BLE001 - the store's own error, noted and re-raised
-        raise _with_note(exc, f"array {src.name!r}, chunk {c}, key {key!r}", "writing") from None
+    except Exception as exc:  # the store's own error: noted, re-raised
+        _with_note(exc, f"array {src.name!r}, chunk {c}, key {key!r}", "writing")
+        raise

@@ -125,6 +125,30 @@ def test_fallback_reason_and_strict():
             arr[:]
 
 
+@pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_explain_judges_the_data_type_as_reads_do(zarr_format):
+    # the codec list alone is ours; variable-length strings are not, and explain must say what a
+    # read will do (strict mode's refusal is the witness)
+    store = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(store, shape=(4,), chunks=(2,), dtype=str, zarr_format=zarr_format)
+        arr[:] = np.array(["a", "bb", "", "ccc"])
+        said = zkernels.explain(arr)
+        assert said.startswith("delegated to zarr's default pipeline:"), said
+    with zkernels.enabled(strict=True):
+        with pytest.raises(UnsupportedError) as err:
+            zarr.open_array(store)[:]
+    assert said.split(": ", 1)[1] in str(err.value)
+    with zkernels.enabled():
+        fixed = zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), chunks=(2,),
+                                  dtype="U3", zarr_format=zarr_format)
+        assert zkernels.explain(fixed) == "accelerated by zkernels"
+        fixed[:] = np.array(["a", "bb", "", "ccc"])
+    with zkernels.enabled(strict=True):
+        np.testing.assert_array_equal(fixed[:], ["a", "bb", "", "ccc"])
+
+
 def test_from_codecs_bare_list_works():
     from zarr.codecs import BytesCodec, ZstdCodec
 

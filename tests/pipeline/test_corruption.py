@@ -253,12 +253,20 @@ def test_write_error_keeps_its_cause():
 
 
 class _FlakyStore(zarr.storage.WrapperStore):
-    """Gets of chunk and shard keys fail with the store's own error (a network error, say)."""
+    """Gets (or sets) of chunk and shard keys fail with the store's own error (a network error,
+    say), itself caused by another (the store's own chain, which must reach the caller)."""
+
+    fail_sets = False
 
     async def get(self, key, prototype, byte_range=None):
-        if key.startswith("c/"):
-            raise OSError(f"connection reset while fetching {key}")
+        if key.startswith("c/") and not self.fail_sets:
+            raise OSError(f"connection reset while fetching {key}") from ConnectionError("peer")
         return await self._store.get(key, prototype, byte_range)
+
+    async def set(self, key, value):
+        if key.startswith("c/") and self.fail_sets:
+            raise OSError(f"no space left for {key}") from ConnectionError("quota")
+        return await self._store.set(key, value)
 
 
 @pytest.mark.parametrize("shards", [(16, 16), None])
@@ -274,8 +282,36 @@ def test_store_errors_keep_their_type(shards, sel):
         flaky = zarr.open_array(_FlakyStore(inner), mode="r")
         with pytest.raises(OSError, match="connection reset") as info:
             flaky[sel]
-    assert not isinstance(info.value, ZKernelsError)
-    assert any("c/0" in n for n in getattr(info.value, "__notes__", [])) or shards is None
+    _assert_store_error(info.value, "reading")
+
+
+def _assert_store_error(err, doing):
+    assert not isinstance(err, ZKernelsError)
+    assert isinstance(err.__cause__, ConnectionError)  # the store's own chain, kept
+    notes = getattr(err, "__notes__", [])
+    assert len(notes) == 1 and notes[0].startswith(f"while {doing} 'c/"), notes
+
+
+@pytest.mark.parametrize("shards", [(16, 16), None])
+@pytest.mark.parametrize(
+    ("failing", "sel"),
+    [("get", (slice(1, 3), slice(2, 5))), ("set", (slice(1, 3), slice(2, 5))), ("set", slice(None))],
+    ids=["get-part", "set-part", "set-whole"],  # a whole write reads nothing
+)
+def test_store_errors_on_writes_keep_their_type(shards, failing, sel):
+    """As for reads: the store's error, its type and cause kept, one note naming the key."""
+    inner = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        arr = zarr.create_array(inner, shape=(16, 16), chunks=(4, 4), shards=shards,
+                                dtype="uint16", compressors=[ZstdCodec()], fill_value=0)
+        arr[:] = 1
+        before = {k: bytes(v.to_bytes()) for k, v in inner._store_dict.items()}
+        flaky = _FlakyStore(inner)
+        flaky.fail_sets = failing == "set"
+        with pytest.raises(OSError) as info:
+            zarr.open_array(flaky, mode="r+")[sel] = 7
+    _assert_store_error(info.value, "reading" if failing == "get" else "writing")
+    assert {k: bytes(v.to_bytes()) for k, v in inner._store_dict.items()} == before
 
 
 class _CountingStore(zarr.storage.WrapperStore):
