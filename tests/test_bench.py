@@ -132,6 +132,8 @@ def test_options_and_layout():
     args = bench.build_parser().parse_args(["--quick"])
     cfg = bench.config_from_args(args)
     assert (cfg.size, cfg.repeats, cfg.layout().shard, cfg.layout().chunk) == (1024, 2, 512, 64)
+    cfg = bench.config_from_args(bench.build_parser().parse_args(["--quick", "--size", "256"]))
+    assert (cfg.size, cfg.layout().shard, cfg.layout().chunk) == (256, 128, 64)  # fits the array
     cfg = bench.config_from_args(bench.build_parser().parse_args([]))
     lay = cfg.layout()
     assert (cfg.size, cfg.repeats, lay.shard, lay.chunk, lay.unsharded_chunk) == (
@@ -184,5 +186,6 @@ def test_plot(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
 
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
-    assert _run(argv) == 3
+    monkeypatch.setattr(bench, "run_bench", lambda cfg: pytest.fail("the run started"))
+    assert _run(argv) == 3  # told before the run, not after it
     assert "--plot needs matplotlib" in capsys.readouterr().err

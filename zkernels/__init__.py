@@ -1,8 +1,9 @@
 """zkernels: Cython nogil kernels and a codec pipeline for fast zarr-python reads and writes.
 
 Turn it on with :func:`zkernels.enable` (or ``zarr.config.set({"codec_pipeline.path":
-"zkernels.KernelCodecPipeline"})``); every ``zarr.Array`` read and write then goes through
-:class:`zkernels.KernelCodecPipeline`.
+"zkernels.KernelCodecPipeline"})``); reads and writes of every ``zarr.Array`` opened afterwards
+then go through :class:`zkernels.KernelCodecPipeline`, which hands what it does not run to zarr's
+own pipeline (:func:`zkernels.explain` says which, for an array).
 """
 
 from __future__ import annotations

@@ -1219,14 +1219,16 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", type=int, default=None, help="array side N (default 8192)")
     parser.add_argument("--shard", type=int, default=0, help="shard side (default min(2048, N/2))")
-    parser.add_argument("--chunk", type=int, default=0, help="inner chunk side (default 64)")
+    parser.add_argument(
+        "--chunk", type=int, default=0, help="inner chunk side (default min(64, N/4))"
+    )
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed runs per engine (default 5)"
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small and fast: N=1024, shards 512, chunks 64, 2 repeats (CI, README)",
+        help="small and fast: N=1024 (unless --size), 2 repeats (CI, README)",
     )
     parser.add_argument("--seed", type=int, default=0, help="data and selection seed")
     parser.add_argument(
@@ -1284,11 +1286,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise ValueError(f"--dir {args.dir!r} is a file, not a folder")
     _check_output(args.json, "--json")
     _check_output(args.plot, "--plot", ".png")
-    if args.quick:
+    if args.quick:  # the default layout of N=1024 is shards 512, chunks 64
         size = size or 1024
         repeats = repeats or 2
-        shard = shard or 512
-        chunk = chunk or 64
     if repeats is not None and repeats < 1:
         raise ValueError("--repeats must be at least 1")
     return BenchConfig(
@@ -1306,11 +1306,27 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     )
 
 
+def _plot_missing() -> str | None:
+    """Why ``--plot`` cannot work here (matplotlib missing), told before the run, not after."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "--plot needs matplotlib: pip install matplotlib (or pip install 'zkernels[bench]')"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``python -m zkernels bench``; returns the exit code."""
     try:
         config = config_from_args(args)
         config.layout()
+    except ValueError as exc:
+        print(f"zkernels bench: error: {exc}", file=sys.stderr)
+        return 2
+    if config.plot_path and (err := _plot_missing()):
+        print(f"zkernels bench: no plot: {err}", file=sys.stderr)
+        return 3
+    try:
         report = run_bench(config)
     except ValueError as exc:
         print(f"zkernels bench: error: {exc}", file=sys.stderr)

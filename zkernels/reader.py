@@ -872,8 +872,9 @@ class ChunkReader:
     The *read grid* is ``array.chunks`` (inner chunks of a sharded array), the *storage grid*
     ``array.shards`` (or ``array.chunks`` when unsharded), the grid ``array.blocks`` indexes.
     A reader caches shard indexes: it assumes the array is not rewritten while it reads; call
-    :meth:`clear_cache` (or open a new reader) after a write. zkernels options (checksums,
-    coalescing, pool size) are those in force when the reader was created. A reader may be
+    :meth:`clear_cache` (or open a new reader) after a write. The zkernels options for
+    checksums and coalescing (and the default of ``decode_threads``) are those in force when the
+    reader was created; the pool's size is read at each stream or region read. A reader may be
     shared by threads. Use it as a context manager, or call :meth:`close`.
     """
 
@@ -1045,11 +1046,15 @@ class ChunkReader:
         Raises
         ------
         IndexError
-            ``coords`` outside the read grid.
+            ``coords`` outside the read grid, or not one per dimension.
+        TypeError
+            ``coords`` not integers.
         ShardIndexError, ChecksumError, CorruptChunkError
             Corrupt data; the message names the array, the chunk and the store key.
         ReaderClosedError
             The reader is closed.
+        OSError (or any error of the store)
+            As the store raised it, with a note naming the array, the chunk and the key.
         """
         self._check_open()
         c = self._norm(coords, "chunk")
