@@ -89,9 +89,13 @@ class _ZstdStep:
             if dctx is None:
                 dctx = self._local.dctx = _zstandard.ZstdDecompressor()
             try:  # bytes after the frame are an error, as in numcodecs (and the kernel)
-                return np.frombuffer(dctx.decompress(buf, allow_extra_data=False), dtype=np.uint8)
+                out = dctx.decompress(buf, allow_extra_data=False)
             except _zstandard.ZstdError:
-                pass  # e.g. a frame without its content size: numcodecs streams those
+                out = b""  # e.g. a frame without its content size: numcodecs streams those
+            if out:
+                return np.frombuffer(out, dtype=np.uint8)
+            # nothing: python-zstandard stops at a first frame that declares 0 bytes, without
+            # looking at the frames after it, which numcodecs (and the kernel) decode
         return _u8(self.numcodec.decode(buf))
 
     def encode(self, buf: np.ndarray) -> np.ndarray:
@@ -494,9 +498,12 @@ class BoundChain:
         for f in reversed(self.filters):
             chunk = f.decode(chunk)
         chunk = ensure_ndarray_like(chunk)
-        if chunk.dtype == object:
-            raise Unsupported("zarr v2 filters produced an object array")
-        chunk = chunk.view(self.native_dtype)
+        try:
+            chunk = chunk.view(self.native_dtype)
+        except TypeError:
+            # as zarr's V2Codec: filters that decode to objects (VLenUTF8 under a fixed-width
+            # string dtype, Categorize to object labels) are converted to the array's dtype
+            chunk = np.array(chunk).astype(self.native_dtype)
         if chunk.size != prod(self.shape):
             raise CorruptChunkError(
                 f"chunk decodes to {chunk.size} elements, expected {prod(self.shape)}"
@@ -524,8 +531,8 @@ class BoundChain:
         chunk: Any = arr.astype(self.native_dtype, order=self.order, copy=False)
         for f in self.filters:
             chunk = f.encode(chunk)
-        if ensure_ndarray_like(chunk).dtype == object:
-            raise Unsupported("zarr v2 filters produced an object array")
+        if ensure_ndarray_like(chunk).dtype == object:  # zarr's V2Codec refuses it alike
+            raise RuntimeError("cannot write object array without object codec")
         if self.compressor is not None:
             if isinstance(self.compressor, _NUMCODECS_BLOSC) and not _one_blosc_block(
                     self.compressor, ensure_ndarray_like(chunk).nbytes):

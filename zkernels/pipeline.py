@@ -741,8 +741,6 @@ class _ShardRead(_ShardJob):
                 continue
             try:
                 chunk = bound.decode(raw, validate)
-            except Unsupported:
-                raise
             except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
                 raise _rekey(exc, self.key, coords)
             _assign(target, out_sel, chunk, chunk_sel, ())
@@ -938,6 +936,18 @@ def _linear(coords: tuple[int, ...], strides: tuple[int, ...]) -> int:
 # one shard, written
 
 
+def _inverted(selection: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
+    """A slice whose stop comes before its start: selects nothing, but zarr's indexer yields the
+    chunk holding both ends (a negative item count), so a write stores that inner chunk (fill,
+    with ``write_empty_chunks``) and the shard; zkernels must store the same."""
+    for s, n in zip(selection, shape, strict=False):
+        if isinstance(s, slice):
+            start, stop, _ = s.indices(n)
+            if stop < start:
+                return True
+    return False
+
+
 class _ShardWrite(_ShardJob):
     """Writes one shard: merge touched inner chunks, keep the rest, lay out in morton order."""
 
@@ -959,9 +969,9 @@ class _ShardWrite(_ShardJob):
             self.entries = []
             self.need_existing = not self.touched.all()
             return
-        if is_basic(chunk_sel):
+        if is_basic(chunk_sel) and not _inverted(chunk_sel, self.shard_shape):
             entries = list(iter_chunks(project(chunk_sel, self.shard_shape, plan.chunk_shape)))
-        else:
+        else:  # zarr's own indexer (an inverted slice, 2:1, still touches a chunk in zarr's)
             entries = list(
                 get_indexer(
                     chunk_sel,
@@ -1181,8 +1191,6 @@ def _merge(
     else:
         try:
             decoded = bound.decode(existing_raw, opts.validate_checksums)
-        except Unsupported:
-            raise
         except Exception as exc:  # noqa: BLE001 - our error, caused by it (_rekey)
             raise _rekey(exc, key, coords)
         chunk = np.empty(shape, dtype=bound.native_dtype, order=bound.order)

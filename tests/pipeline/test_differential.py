@@ -401,3 +401,27 @@ def _keys(store) -> list[str]:
         return [k async for k in store.list()]
 
     return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("wec", [True, False])
+@pytest.mark.parametrize("sharding", [True, False])
+@pytest.mark.parametrize(
+    "sel",
+    [(slice(1, 3), slice(2, 1)), (slice(3, 1), slice(None)), (slice(5, 6), slice(2, 2)),
+     (slice(7, 5), slice(1, 0))],
+)
+def test_empty_writes_store_what_zarr_stores(twin, wec, sharding, sel):
+    """A slice whose stop is before its start selects nothing, yet zarr's indexer yields the
+    chunk holding both ends, and a write stores it (fill, with write_empty_chunks) and its shard:
+    the same keys and bytes, on a missing shard and on one already written."""
+    kw = dict(shape=(8, 6), chunks=(2, 3), dtype="i4", fill_value=7, compressors=None,
+              config={"write_empty_chunks": wec})
+    if sharding:
+        kw["shards"] = (4, 6)
+    t = twin("memory", **kw)
+    value = np.zeros((len(range(*sel[0].indices(8))), len(range(*sel[1].indices(6)))), "i4")
+    for _ in range(2):  # a missing shard, then one with data elsewhere in it
+        assert not t.write(sel, value)
+        t.check_stored()
+        t.check_read()
+        assert not t.write((slice(0, 1), slice(0, 1)), 1)
