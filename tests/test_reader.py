@@ -935,6 +935,114 @@ def _stream_in_child(n: int) -> None:
     os._exit(0 if ok else 1)
 
 
+@pytest.mark.parametrize("how", ["read_chunk", "uncached reader", "uncached stream"])
+def test_a_shard_replaced_between_index_and_chunk_reads(how, tmp_path, monkeypatch):
+    """Another process replaces a shard (a new file renamed over it) after its index was read:
+    the chunk must come from the same file as the index (old data), never from the new file at
+    the old offsets (another chunk's bytes, returned as this one's)."""
+    root = tmp_path / "s"
+    arr = zarr.create_array(zarr.storage.LocalStore(root), shape=(32, 32), chunks=(16, 16),
+                            shards=(32, 32), dtype="i4", fill_value=0,
+                            compressors=[zarr.codecs.ZstdCodec()])
+    old = np.repeat(np.repeat(np.array([[1, 2], [3, 4]], "i4"), 16, 0), 16, 1)
+    arr[:] = old
+    shard = root / "c" / "0" / "0"
+    new = old * 100
+    new[:16, :16] = 0  # inner chunk 0 empty: the other chunks move within the file
+    other = zarr.create_array(zarr.storage.LocalStore(tmp_path / "n"), shape=(32, 32),
+                              chunks=(16, 16), shards=(32, 32), dtype="i4", fill_value=0,
+                              compressors=[zarr.codecs.ZstdCodec()])
+    other[:] = new
+    replacement = tmp_path / "n" / "c" / "0" / "0"
+    real = zr._ArrayPlan.index_from_suffix
+
+    def index_then_replace(self, raw):
+        index = real(self, raw)
+        if replacement.exists():
+            os.replace(replacement, shard)  # the writer's rename, after our index read
+        return index
+
+    monkeypatch.setattr(zr._ArrayPlan, "index_from_suffix", index_then_replace)
+    if how == "read_chunk":
+        got = read_chunk(zarr.storage.LocalStore(root), "", (1, 1))
+    else:
+        with ChunkReader(zarr.open_array(zarr.storage.LocalStore(root)),
+                         index_cache_bytes=0) as r:
+            got = (r.read_chunk((1, 1)) if how == "uncached reader"
+                   else dict(r.iter_chunks([(0, 0), (1, 1)]))[(1, 1)])
+    assert not replacement.exists()  # the replacement happened in the middle of the read
+    np.testing.assert_array_equal(got, old[16:, 16:])
+
+
+def test_interrupted_thread_start_gives_its_place_back(monkeypatch):
+    """A KeyboardInterrupt while an IO thread is being started: the reader keeps working (the
+    thread that never ran must not count against io_concurrency, or jobs wait forever)."""
+    arr = create(zarr.storage.MemoryStore(), "v3-sharded-end")
+    r = ChunkReader(arr, io_concurrency=1)
+    real_start = threading.Thread.start
+
+    def interrupted(self):
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        list(r.iter_chunks())
+    assert r._workers._threads == 0
+    for c, chunk in r.iter_chunks():
+        assert_same(arr[r.chunk_region(c)], chunk, c)
+    r.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals")
+def test_ctrl_c_never_leaves_a_reader_hung():
+    """Ctrl-C at random moments of region reads and streams (a timer interrupting the main
+    thread): each later read works and the process exits (a lock left held by Condition's
+    Python-level __enter__ hung the reader within a few interrupts, and the exit after it)."""
+    script = textwrap.dedent(
+        """
+        import random, signal, threading, _thread, time
+        import numpy as np, zarr, zkernels
+        N = 512
+        a = zarr.create_array(zarr.storage.MemoryStore(), shape=(N, N), chunks=(16, 16),
+                              shards=(128, 128), dtype="u2",
+                              compressors=[zarr.codecs.ZstdCodec(level=1)])
+        data = (np.arange(N * N) % 65521).astype("u2").reshape(N, N)
+        a[:] = data
+        r = zkernels.ChunkReader(a, io_concurrency=4)
+        random.seed(1)
+        def on_alarm(*_):
+            raise TimeoutError
+        signal.signal(signal.SIGALRM, on_alarm)
+        for i in range(300):
+            t = threading.Timer(random.uniform(0, 0.003), _thread.interrupt_main)
+            try:
+                t.start()
+                for _ in r.iter_chunks() if i % 2 else [r.read_region(...)]:
+                    pass
+                t.join()
+                time.sleep(0.004)
+            except KeyboardInterrupt:
+                try:
+                    time.sleep(0.004)
+                except KeyboardInterrupt:
+                    pass
+            signal.alarm(10)
+            got = r.read_region((slice(0, 100), slice(0, 300)))
+            signal.alarm(0)
+            assert np.array_equal(got, data[:100, :300]), i
+        r.close()
+        print("done")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240,
+        check=False, cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "done" in proc.stdout
+
+
 def test_reader_pickles():
     import pickle
 

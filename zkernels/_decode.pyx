@@ -565,6 +565,11 @@ def decode_chunks(sources, locs, out, *, steps, chunk_shape, region_start, group
         keep = init_box_args(&d.box, out, chunk_shape, region_start, cps, fill_value, swap_unit,
                              bool(streaming))
     if groups is not None:
+        groups = np.asarray(groups)
+        if groups.dtype.kind not in "iu":  # no silent truncation (floats, bools)
+            raise TypeError(f"groups must hold integers, not {groups.dtype}")
+        if groups.size and (groups.min() < -2**31 or groups.max() >= 2**31):  # before the cast
+            raise ValueError("groups names a source that does not exist")
         groups = np.ascontiguousarray(groups, dtype=np.int32)
         if groups.shape != cps:
             raise ValueError(f"groups has shape {groups.shape}, expected {cps}")

@@ -36,11 +36,12 @@ def get_pool(threads: int) -> ThreadPoolExecutor:
         return pool
     with _lock:
         if _pool is None or _pool_threads != threads:
-            old = _pool
+            # The old pool is not shut down: a read or write running on another event loop
+            # (or thread) may still submit to the pool it started with. Dropped here, it ends
+            # when its last user lets go (ThreadPoolExecutor's threads exit once their executor
+            # is garbage).
             _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zkernels")
             _pool_threads = threads
-            if old is not None:
-                old.shutdown(wait=False)
         return _pool
 
 

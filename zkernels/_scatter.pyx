@@ -1343,7 +1343,7 @@ cdef object _fill_raw_for_check(cnp.ndarray buf, cnp.dtype d, object fill, char 
         except (OverflowError, ValueError, TypeError):
             return None
         v = c.item()
-        if not (v == fill or (tp is float and math.isnan(fill) and math.isnan(v))
+        if not (v == fill or (tp is float and math.isnan(fill) and cmath.isnan(v))
                 or (tp is complex and cmath.isnan(fill) and cmath.isnan(v))):
             return None  # not representable: zarr compares in a wider type
         return c.tobytes()
@@ -1490,6 +1490,8 @@ def is_fill(buf, fill_value):
     expression.
     """
     _check_array(buf, "buf")
+    if buf.dtype.itemsize == 0:  # nothing to compare bytewise ('V0'): zarr's own expression
+        return _all_equal_twin(buf, fill_value)
     cdef zk_fillspec spec
     keep = make_fill_spec(&spec, <cnp.ndarray> buf, fill_value)
     if keep is False:

@@ -61,7 +61,7 @@ from zkernels import _executor
 from zkernels._coalesce import coalesce_ranges
 from zkernels._codecs import BoundChain, Unsupported
 from zkernels._compat import chunk_spec
-from zkernels._localio import read_file, set_sync
+from zkernels._localio import LocalFile, read_file, set_sync
 from zkernels._scatter import scatter
 from zkernels.config import Options, options
 from zkernels.errors import CorruptChunkError, ZKernelsError
@@ -405,6 +405,18 @@ _Unit = tuple[str, list[tuple[tuple[int, ...], Any]], bool]
 _Gen = Generator[list[tuple[str, Any]], list[Any], list[Any]]
 
 
+class _FileGets:
+    """``_Source.get`` for one already open local file (None: the key is missing)."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, file: LocalFile | None) -> None:
+        self.file = file
+
+    def __call__(self, key: str, byte_range: Any = None) -> np.ndarray | None:
+        return None if self.file is None else self.file.read(byte_range)
+
+
 class _Source:
     """An :class:`_ArrayPlan` bound to a store and the array's path in it."""
 
@@ -527,12 +539,20 @@ class _Source:
 
     def fetch_sync(self, unit: _Unit) -> list[Any]:
         gen = self._unit(unit)
+        f, get = None, self.get_sync
+        if self.root is not None and getattr(self.store, "_is_open", False):
+            # a unit is one key: its index and chunks from one open file (see read_one)
+            f = LocalFile.open(f"{self.root}/{unit[0]}")
+            get = _FileGets(f)
         try:
             reqs = next(gen)
             while True:
-                reqs = gen.send([self.get_sync(k, r) for k, r in reqs])
+                reqs = gen.send([get(k, r) for k, r in reqs])
         except StopIteration as stop:
             return stop.value
+        finally:
+            if f is not None:
+                f.close()
 
     async def fetch_async(self, unit: _Unit) -> list[Any]:
         gen = self._unit(unit)
@@ -601,18 +621,25 @@ class _Source:
             return self.materialize(coords, raw, key)
         shard, inner = plan.split(coords)
         key = self.key(shard)
+        f = None
         try:
             cache = self.cache
             index = cache.get(key) if cache is not None else _MISS
+            get = self.get
+            if index is _MISS and self.root is not None and getattr(self.store, "_is_open", False):
+                # index and chunk from one open file, as the pipeline reads them: a shard
+                # replaced in between must not give the new file's bytes at the old offsets
+                f = LocalFile.open(f"{self.root}/{key}")
+                get = _FileGets(f)
             if index is _MISS:
-                index = plan.index_from_suffix(self.get(key, plan.index_range))
+                index = plan.index_from_suffix(get(key, plan.index_range))
                 if cache is not None:
                     cache.put(key, index)
             raw = None
             if index is not None:
                 off, nb = index.item(*inner, 0), index.item(*inner, 1)
                 if off != _EMPTY and nb:
-                    raw = self.get(key, RangeByteRequest(off, off + nb))
+                    raw = get(key, RangeByteRequest(off, off + nb))
                     if raw is None or raw.size < nb:
                         got = 0 if raw is None else raw.size
                         raise CorruptChunkError(
@@ -621,6 +648,9 @@ class _Source:
                         )
         except Exception as exc:  # noqa: BLE001 - any decode failure is our CorruptChunkError
             raise self.fetch_error(exc, (key, [(coords, inner)], False))
+        finally:
+            if f is not None:
+                f.close()
         return self.materialize(coords, raw, key)
 
     # -- writes ----------------------------------------------------------------------------
@@ -652,14 +682,19 @@ class _Workers:
         self.name = name
         self.linger = linger
         self._queue: deque[Callable[[], None]] = deque()
-        self._cv = threading.Condition(threading.Lock())
+        # `with self._lock` (a C lock), never `with self._cv`: Condition's __enter__/__exit__ are
+        # Python code, where a KeyboardInterrupt on the caller's thread can land with the lock
+        # taken and not released (every later call, and close() at exit, then hung)
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._threads = 0
         self._idle = 0
         self._closed = False
         self._names = itertools.count()
 
     def submit(self, fn: Callable[[], None]) -> None:
-        with self._cv:
+        t = None
+        with self._lock:
             if self._closed:
                 raise ReaderClosedError(f"ChunkReader for array {self.name!r} is closed")
             self._queue.append(fn)
@@ -670,13 +705,27 @@ class _Workers:
                     name=f"{_THREAD_PREFIX}-{next(self._names)}",
                     daemon=True,
                 )
-                t.start()
             else:
                 self._cv.notify()
+        if t is not None:
+            self._start(t)
+
+    def _start(self, t: threading.Thread) -> None:
+        try:
+            t.start()
+        except BaseException:
+            # interrupted (or out of threads) before the thread ran: give its place back, or a
+            # count of threads that do not exist would leave the queue unserved. A thread that
+            # did start marks itself started at once.
+            started = getattr(t, "_started", None)
+            if started is None or not started.wait(1.0):
+                with self._lock:
+                    self._threads -= 1
+            raise
 
     def _work(self) -> None:
         while True:
-            with self._cv:
+            with self._lock:
                 while not self._queue:
                     if self._closed:
                         self._threads -= 1
@@ -694,7 +743,7 @@ class _Workers:
                 pass
 
     def close(self) -> None:
-        with self._cv:
+        with self._lock:
             self._closed = True
             self._queue.clear()
             self._cv.notify_all()

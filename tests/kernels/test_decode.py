@@ -1434,3 +1434,21 @@ def test_blosc_lz4_corrupted_frames_agree_with_c_blosc(seed, typesize, n_flips):
     else:
         decode_chunks([src], locs, out, **kw)
         assert out.tobytes() == theirs
+
+
+def test_groups_are_never_truncated():
+    """A source number that does not fit the kernel's int32, or is not an integer, is refused;
+    it wrapped to another source (2**32 + 1 read source 1) or was truncated (1.7 read 1)."""
+    srcs = [np.zeros(4, "u1"), np.full(4, 7, "u1")]
+    kw = {"steps": [], "chunk_shape": (4,), "region_start": (0,)}
+    locs = np.array([[0, 4]], np.uint64)
+    for groups, err in [(np.array([2**32 + 1]), ValueError), (np.array([-2**40]), ValueError),
+                        (np.array([1.7]), TypeError), (np.array([True]), TypeError),
+                        (np.array([5]), ValueError)]:
+        out = np.full(4, 9, "u1")
+        with pytest.raises(err):
+            decode_chunks(srcs, locs, out, groups=groups, **kw)
+        assert (out == 9).all()
+    out = np.empty(4, "u1")
+    decode_chunks(srcs, locs, out, groups=np.array([1], np.uint64), **kw)
+    assert (out == 7).all()

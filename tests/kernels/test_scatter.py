@@ -822,3 +822,32 @@ def test_gil_released_during_is_fill(big_pair):
             break
     src[-1, -1] = 1
     assert False in outcomes, outcomes
+
+
+def test_is_fill_zero_itemsize_and_complex_nan_fill():
+    """A 'V0' buffer (no bytes per element) is zarr's expression's business, never a division
+    by zero in the kernel (it killed the process); a float NaN fill over complex data answers as
+    zarr's all_equal does (it raised TypeError)."""
+    from zarr.core.buffer.cpu import NDBuffer
+
+    import zkernels
+
+    def zarr_says(buf, fill):
+        try:
+            return NDBuffer.from_numpy_array(buf).all_equal(fill)
+        except Exception as exc:  # noqa: BLE001 - compared below
+            return type(exc)
+
+    def ours(buf, fill):
+        try:
+            return zkernels.is_fill(buf, fill)
+        except Exception as exc:  # noqa: BLE001 - compared below
+            return type(exc)
+
+    for buf, fill in [(np.zeros(3, "V0"), b""), (np.zeros(0, "V0"), b"")]:
+        assert ours(buf, fill) == zarr_says(buf, fill)
+    for parts in [(np.nan, 0), (0, np.nan), (np.nan, np.nan), (1, 0)]:
+        for dt in ("c8", "c16"):
+            buf = np.full(5, complex(*parts), dt)
+            for fill in (float("nan"), np.float64("nan"), complex(np.nan, 0)):
+                assert ours(buf, fill) == zarr_says(buf, fill), (parts, dt, fill)

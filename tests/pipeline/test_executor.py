@@ -144,3 +144,50 @@ def test_reads_of_many_shards_start_before_all_are_set_up(tmp_path, monkeypatch)
         np.testing.assert_array_equal(zarr.open_array(path, mode="r")[:], data)
     assert events.count("init") == 4 and events.count("io") == 4
     assert events.index("io") < len(events) - 1 - events[::-1].index("init")
+
+
+def test_a_batch_keeps_its_pool_when_the_pool_size_changes():
+    """Changing the `threads` option makes a new pool; a batch started on the old one (a read on
+    another event loop) must still be able to submit to it (it was shut down under it:
+    RuntimeError "cannot schedule new futures after shutdown")."""
+    async def main():
+        batch = _executor.Batch(2)
+        batch.submit(lambda k: k, 1)
+        _executor.get_pool(3)  # another thread's read, with the option changed
+        batch.submit(lambda k: k, 2)
+        return await batch.results()
+
+    assert asyncio.run(main()) == [1, 2]
+
+
+def test_reads_on_other_loops_survive_option_changes():
+    store = zarr.storage.MemoryStore()
+    with zkernels.enabled():
+        a = zarr.create_array(store, shape=(256, 256), chunks=(16, 16), shards=(64, 64),
+                              dtype="u2", compressors=[ZstdCodec(level=1)])
+        data = np.arange(256 * 256, dtype="u2").reshape(256, 256)
+        a[:] = data
+    errors, stop = [], threading.Event()
+
+    def reader():
+        async def go():
+            while not stop.is_set():
+                try:
+                    assert np.array_equal(await a._async_array.getitem(slice(None)), data)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(150):
+            zarr.config.set({"codec_pipeline.zkernels.threads": 2 + k % 3})
+            time.sleep(0.002)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        zarr.config.set({"codec_pipeline.zkernels.threads": None})
+    assert not errors, errors[:3]
