@@ -205,7 +205,9 @@ def _noted(exc: Exception, key: str, doing: str) -> Exception:
     """A store's own error (an OSError, a timeout) keeps its type, as zarr's pipeline lets it
     through; a note names the key (once, however many layers see it)."""
     note = f"while {doing} {key!r}"
-    if not isinstance(exc, ZKernelsError) and hasattr(exc, "add_note") and note not in getattr(exc, "__notes__", ()):
+    if isinstance(exc, ZKernelsError) or not hasattr(exc, "add_note"):
+        return exc
+    if note not in getattr(exc, "__notes__", ()):
         exc.add_note(note)
     return exc
 

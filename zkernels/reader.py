@@ -529,8 +529,12 @@ class _Source:
 
     # -- drivers -----------------------------------------------------------------------------
 
+    def _pread(self) -> bool:
+        """Whether keys are local files read with ``pread`` (a LocalStore, once open)."""
+        return self.root is not None and getattr(self.store, "_is_open", False)
+
     def get_sync(self, key: str, byte_range: Any = None) -> np.ndarray | None:
-        if self.root is not None and getattr(self.store, "_is_open", False):
+        if self._pread():
             return read_file(f"{self.root}/{key}", byte_range)
         return _as_u8(self.store.get_sync(key, prototype=_PROTO, byte_range=byte_range))
 
@@ -540,7 +544,7 @@ class _Source:
     def fetch_sync(self, unit: _Unit) -> list[Any]:
         gen = self._unit(unit)
         f, get = None, self.get_sync
-        if self.root is not None and getattr(self.store, "_is_open", False):
+        if self._pread():
             # a unit is one key: its index and chunks from one open file (see read_one)
             f = LocalFile.open(f"{self.root}/{unit[0]}")
             get = _FileGets(f)
@@ -626,7 +630,7 @@ class _Source:
             cache = self.cache
             index = cache.get(key) if cache is not None else _MISS
             get = self.get
-            if index is _MISS and self.root is not None and getattr(self.store, "_is_open", False):
+            if index is _MISS and self._pread():
                 # index and chunk from one open file, as the pipeline reads them: a shard
                 # replaced in between must not give the new file's bytes at the old offsets
                 f = LocalFile.open(f"{self.root}/{key}")
