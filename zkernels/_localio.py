@@ -17,6 +17,10 @@ from zarr.storage import LocalStore
 __all__ = ["LocalFile", "read_file", "replace_file", "set_sync"]
 
 
+# reads longer than this (or starting further in) are first bounded by the file's size
+_CHECK_SIZE_ABOVE = 1 << 20
+
+
 class LocalFile:
     """One open file, read by byte requests as ``LocalStore.get_sync`` reads it: a shard's
     index and then its chunks cost one ``open`` and one ``close`` between them, and come from
@@ -68,6 +72,12 @@ class LocalFile:
         (None: the path is a directory, as ``LocalStore`` reads it)."""
         fd, n = self.fd, max(0, stop - start)
         try:
+            if n > _CHECK_SIZE_ABOVE or start > _CHECK_SIZE_ABOVE:
+                # a shard index may claim any range: never allocate (or pass pread an offset)
+                # past the end of the file; the caller sees the short result
+                size = os.fstat(fd).st_size
+                start = min(start, size)
+                n = max(0, min(stop, size) - start)
             data = os.pread(fd, n, start)
             if 0 < len(data) < n:  # a short read (rare): go on until the end of the file
                 parts = [data]

@@ -15,8 +15,8 @@ from zkernels.errors import ChecksumError, CorruptChunkError, ShardIndexError, Z
 KEY = "c/0/0"
 
 
-def _array(compressors=(), index_location="end", crc=True):
-    store = zarr.storage.MemoryStore()
+def _array(compressors=(), index_location="end", crc=True, store=None):
+    store = zarr.storage.MemoryStore() if store is None else store
     codecs = [BytesCodec()] + list(compressors)
     with zkernels.enabled():
         arr = zarr.create_array(
@@ -29,12 +29,15 @@ def _array(compressors=(), index_location="end", crc=True):
     return store, arr
 
 
+_PROTO = zarr.core.buffer.default_buffer_prototype()
+
+
 def _put(store, key, data: bytes):
-    store._store_dict[key] = zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(data)
+    asyncio.run(store.set(key, _PROTO.buffer.from_bytes(data)))
 
 
 def _raw(store, key=KEY) -> bytearray:
-    return bytearray(store._store_dict[key].to_bytes())
+    return bytearray(asyncio.run(store.get(key, _PROTO)).to_bytes())
 
 
 def _read(store, sel=slice(None)):
@@ -80,6 +83,32 @@ def test_offset_past_end(sel):
     _put(store, KEY, bytes(raw[:-n]) + index.tobytes())
     with pytest.raises(ZKernelsError, match=KEY):
         _read(store, sel)
+
+
+@pytest.mark.parametrize("store_kind", ["local", "memory"])
+@pytest.mark.parametrize("field,value", [(0, 2**40), (0, 2**63), (1, 2**40), (1, 2**63 + 5)],
+                         ids=["offset-2^40", "offset-2^63", "nbytes-2^40", "nbytes-2^63"])
+@pytest.mark.parametrize("how", ["whole", "partial", "reader"])
+def test_entry_far_past_end(tmp_path, store_kind, field, value, how):
+    """An entry claiming bytes far past the shard's end (a valid checksum over a bad index) is
+    our error on every path, never an attempt to allocate or read that much (MemoryError,
+    OverflowError on local files before)."""
+    store = zarr.storage.LocalStore(tmp_path) if store_kind == "local" else None
+    store, _ = _array(crc=False, store=store)
+    raw = _raw(store)
+    n = 16 * 16
+    index = np.frombuffer(bytes(raw[-n:]), dtype="<u8").reshape(16, 2).copy()
+    index[5, field] = value  # inner chunk (1, 1)
+    _put(store, KEY, bytes(raw[:-n]) + index.tobytes())
+    with pytest.raises(ZKernelsError, match=KEY), zkernels.enabled():
+        arr = zarr.open_array(store, mode="r")
+        if how == "whole":
+            arr[:]
+        elif how == "partial":
+            arr[4:8, 4:8]
+        else:
+            with zkernels.ChunkReader(arr) as reader:
+                reader.read_chunk((1, 1))
 
 
 def test_half_empty_entry():
