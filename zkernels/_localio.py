@@ -17,8 +17,10 @@ from zarr.storage import LocalStore
 __all__ = ["LocalFile", "read_file", "replace_file", "set_sync"]
 
 
-# reads longer than this (or starting further in) are first bounded by the file's size
+# reads longer than this, or starting past _FAR_OFFSET (pread takes a signed 64-bit offset),
+# are first bounded by the file's size
 _CHECK_SIZE_ABOVE = 1 << 20
+_FAR_OFFSET = 1 << 62
 
 
 class LocalFile:
@@ -72,7 +74,7 @@ class LocalFile:
         (None: the path is a directory, as ``LocalStore`` reads it)."""
         fd, n = self.fd, max(0, stop - start)
         try:
-            if n > _CHECK_SIZE_ABOVE or start > _CHECK_SIZE_ABOVE:
+            if n > _CHECK_SIZE_ABOVE or start > _FAR_OFFSET:
                 # a shard index may claim any range: never allocate (or pass pread an offset)
                 # past the end of the file; the caller sees the short result
                 size = os.fstat(fd).st_size
