@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # The compiled kernel modules, by name; `python -m zkernels info` lists them.
 KERNEL_MODULES = (
-    "_crc32c", "_shard_index", "_dense", "_decode", "_encode", "_coalesce", "_scatter"
+    "_crc32c", "_shard_index", "_dense", "_decode", "_encode", "_coalesce", "_pread", "_scatter"
 )
 
 # Public kernel functions and the compiled module that defines each. Imported lazily so that
@@ -34,6 +34,7 @@ _KERNELS = {
     "CoalescedRanges": "_coalesce",
     "plan_chunk_reads": "_coalesce",
     "ChunkReadPlan": "_coalesce",
+    "pread_ranges": "_pread",
     "copy_region": "_scatter",
     "scatter": "_scatter",
     "gather": "_scatter",

@@ -14,6 +14,8 @@ import numpy as np
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
+from zkernels._pread import pread_ranges
+
 __all__ = ["LocalFile", "read_file", "replace_file", "set_sync"]
 
 
@@ -94,6 +96,23 @@ class LocalFile:
         except IsADirectoryError:
             return None
         return np.frombuffer(data, dtype=np.uint8)
+
+    def read_ranges(self, ranges: np.ndarray) -> list[np.ndarray] | None:
+        """The bytes of each row ``[start, stop)`` of ``ranges`` (uint64, shape (G, 2), the
+        coalesced reads of a shard), as views of one buffer they were read into in one
+        ``pread_ranges`` call (the GIL released once, not once per range). None where a range
+        reaches past the end of the file: the caller reads range by range and reports it."""
+        if ranges.shape[0] == 0:
+            return []
+        top = int(ranges[:, 1].max())
+        if top > _CHECK_SIZE_ABOVE and top > os.fstat(self.fd).st_size:
+            return None  # checked before allocating: an index may claim any range
+        lengths = (ranges[:, 1] - ranges[:, 0]).tolist()
+        ends = list(itertools.accumulate(lengths))
+        buf = np.empty(ends[-1], dtype=np.uint8)
+        if pread_ranges(self.fd, ranges, buf) >= 0:
+            return None  # a range came back short: the file ends inside it
+        return [buf[end - n : end] for n, end in zip(lengths, ends, strict=True)]
 
     def read_into(self, start: int, buf: np.ndarray) -> np.ndarray:
         """Bytes ``[start, start + buf.size)`` read into ``buf`` (uint8, reused by the caller:

@@ -251,6 +251,14 @@ class _SyncGets:
             return None if self.file is None else self.file.read(byte_range)
         return _get_sync(getter, proto, byte_range)
 
+    def ranges(self, proto: BufferPrototype, table: np.ndarray) -> list[np.ndarray] | None:
+        """The coalesced ranges ``table`` (uint64 rows ``[start, stop)``) of an open local file
+        read in one call that releases the GIL once (``LocalFile.read_ranges``); None where
+        that does not apply or a range reaches past the end (the caller reads one by one)."""
+        if self.file is None or proto.buffer is not _CPU_BUFFER:
+            return None
+        return self.file.read_ranges(table)
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -567,6 +575,7 @@ class _ShardRead(_ShardJob):
             max_coalesced_bytes=self.opts.coalesce_max_bytes,
         )
         self._plan = plan
+        self._range_table = plan.groups
         return [RangeByteRequest(int(a), int(b)) for a, b in plan.groups]
 
     def _box_ranges(self, index: np.ndarray, max_bytes: int | None = None):
@@ -586,6 +595,7 @@ class _ShardRead(_ShardJob):
         if plan.ranges.shape[0] == 0:
             self.sources = [b""]
             return None
+        self._range_table = plan.ranges
         self._ranges = plan.ranges.tolist()
         return [RangeByteRequest(a, b) for a, b in self._ranges]
 
@@ -624,7 +634,8 @@ class _ShardRead(_ShardJob):
                     get(self.index_proto, self.plan.index_range(self.n_chunks))
                 )
                 if groups:
-                    self.set_groups([get(self.proto, g) for g in groups])
+                    data = get.ranges(self.proto, self._range_table)
+                    self.set_groups(data if data is not None else [get(self.proto, g) for g in groups])
         except Exception as exc:  # noqa: BLE001 - keyed or noted (_fetch_error), re-raised
             raise _fetch_error(exc, self.key)
         finally:
