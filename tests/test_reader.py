@@ -33,6 +33,7 @@ from zarr.codecs import (
 from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
+import zkernels
 import zkernels.reader as zr
 from zkernels._localio import read_file
 from zkernels.errors import (
@@ -1081,3 +1082,22 @@ def test_local_fast_path_reads_what_localstore_reads(tmp_path):
             assert (want is None) == (got is None), (key, br)
             if want is not None:
                 assert got.tobytes() == want.to_bytes(), (key, br)
+
+
+@pytest.mark.parametrize("case", ["v3-sharded-end", "v3-sharded-start"])
+def test_local_stream_reads_several_ranges_of_a_shard(tmp_path, case):
+    """A stream's unit of two inner chunks apart in a local shard, not coalesced (gap 0): two
+    ranges read in one call (``_FileGets.many``); a shard cut short inside its second range
+    is our error naming the key, as range by range."""
+    root = tmp_path / "m.zarr"
+    arr = create(zarr.storage.LocalStore(root), case, fill=False)
+    ref = reference(arr)
+    diagonal = [(i, i) for i in range(4)] + [(0, 2), (3, 1)]  # two apart in each shard
+    with zkernels.enabled(coalesce_max_gap_bytes=0), ChunkReader(arr) as r:
+        for c, chunk in r.iter_chunks(diagonal):
+            assert_same(ref[r.chunk_region(c)], chunk, c)
+        if case == "v3-sharded-start":  # index first: cut the shard inside its last chunk
+            path = root / "arr/c/0/0"
+            path.write_bytes(path.read_bytes()[:-3])
+            with pytest.raises(CorruptChunkError, match=r"key .arr/c/0/0.*past the end"):
+                list(r.iter_chunks([(0, 0), (1, 1)]))
