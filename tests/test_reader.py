@@ -1101,3 +1101,21 @@ def test_local_stream_reads_several_ranges_of_a_shard(tmp_path, case):
             path.write_bytes(path.read_bytes()[:-3])
             with pytest.raises(CorruptChunkError, match=r"key .arr/c/0/0.*past the end"):
                 list(r.iter_chunks([(0, 0), (1, 1)]))
+
+
+@pytest.mark.parametrize("what", ["directory", "removed"])
+def test_local_stream_shard_gone_after_its_index_was_cached(tmp_path, what):
+    """A cached index, its shard then removed or replaced by a directory (which LocalStore
+    reads as a missing key): a unit of two ranges gives CorruptChunkError naming the key, as
+    one range does, not the directory's IsADirectoryError."""
+    root = tmp_path / "g.zarr"
+    arr = create(zarr.storage.LocalStore(root), "v3-sharded-end", fill=False)
+    with zkernels.enabled(coalesce_max_gap_bytes=0), ChunkReader(arr) as r:
+        list(r.iter_chunks([(0, 0), (1, 1)]))  # caches the index of shard (0, 0)
+        path = root / "arr/c/0/0"
+        path.unlink()
+        if what == "directory":
+            path.mkdir()
+        for coords in ([(0, 0), (1, 1)], [(0, 0)]):
+            with pytest.raises(CorruptChunkError, match=r"key .arr/c/0/0.*past the end"):
+                list(r.iter_chunks(coords))

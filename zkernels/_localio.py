@@ -52,10 +52,11 @@ class LocalFile:
         """What ``LocalStore.get_sync`` returns for ``byte_range``, as a uint8 array, with a
         ``pread`` (and an ``fstat`` where the range needs the size): the store's own path
         (pathlib, buffered IO) costs several times the read of a small chunk."""
-        fd = self.fd
+        fd, size = self.fd, None
         try:
             if byte_range is None:
                 start, n = 0, os.fstat(fd).st_size
+                size = n
             elif type(byte_range) is RangeByteRequest:
                 start, n = byte_range.start, max(0, byte_range.end - byte_range.start)
             elif type(byte_range) is SuffixByteRequest:
@@ -69,17 +70,19 @@ class LocalFile:
                 raise TypeError(f"unexpected byte_range {byte_range!r}")
         except IsADirectoryError:
             return None
-        return self.read_range(start, start + n)
+        return self.read_range(start, start + n, size)
 
-    def read_range(self, start: int, stop: int) -> np.ndarray | None:
+    def read_range(self, start: int, stop: int, size: int | None = None) -> np.ndarray | None:
         """Bytes ``[start, stop)`` as a uint8 array, shorter only at the end of the file
-        (None: the path is a directory, as ``LocalStore`` reads it)."""
+        (None: the path is a directory, as ``LocalStore`` reads it). ``size``: the file's, where
+        the caller knows it."""
         fd, n = self.fd, max(0, stop - start)
         try:
-            if n > _CHECK_SIZE_ABOVE or start > _FAR_OFFSET:
+            if size is None and (n > _CHECK_SIZE_ABOVE or start > _FAR_OFFSET):
+                size = os.fstat(fd).st_size
+            if size is not None:
                 # a shard index may claim any range: never allocate (or pass pread an offset)
                 # past the end of the file; the caller sees the short result
-                size = os.fstat(fd).st_size
                 start = min(start, size)
                 n = max(0, min(stop, size) - start)
             data = os.pread(fd, n, start)
@@ -104,14 +107,20 @@ class LocalFile:
         reaches past the end of the file: the caller reads range by range and reports it."""
         if ranges.shape[0] == 0:
             return []
-        top = int(ranges[:, 1].max())
-        if top > _CHECK_SIZE_ABOVE and top > os.fstat(self.fd).st_size:
-            return None  # checked before allocating: an index may claim any range
-        lengths = (ranges[:, 1] - ranges[:, 0]).tolist()
-        ends = list(itertools.accumulate(lengths))
-        buf = np.empty(ends[-1], dtype=np.uint8)
-        if pread_ranges(self.fd, ranges, buf) >= 0:
-            return None  # a range came back short: the file ends inside it
+        rows = ranges.tolist()
+        lengths = [stop - start for start, stop in rows]
+        if min(lengths) < 0:
+            raise ValueError(f"inverted byte range in {rows}")
+        top = max(stop for _, stop in rows)
+        try:
+            if top > _CHECK_SIZE_ABOVE and top > os.fstat(self.fd).st_size:
+                return None  # checked before allocating: an index may claim any range
+            ends = list(itertools.accumulate(lengths))
+            buf = np.empty(ends[-1], dtype=np.uint8)
+            if pread_ranges(self.fd, ranges, buf) >= 0:
+                return None  # a range came back short: the file ends inside it
+        except IsADirectoryError:  # a directory where the file was: read_range's answer
+            return None
         return [buf[end - n : end] for n, end in zip(lengths, ends, strict=True)]
 
     def read_into(self, start: int, buf: np.ndarray) -> np.ndarray:
@@ -119,6 +128,8 @@ class LocalFile:
         no fresh pages to fault in per read); the part read, shorter only at the end of the
         file."""
         fd, got, n = self.fd, 0, buf.size
+        if start > _FAR_OFFSET and start >= os.fstat(fd).st_size:
+            return buf[:0]  # an index may claim any offset; preadv takes a signed one
         view = memoryview(buf)
         while got < n:
             k = os.preadv(fd, [view[got:]], start + got)
@@ -136,7 +147,8 @@ def read_file(path: str, byte_range: Any) -> np.ndarray | None:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         try:
-            return LocalFile(fd).read_range(0, os.fstat(fd).st_size)
+            size = os.fstat(fd).st_size
+            return LocalFile(fd).read_range(0, size, size)
         finally:
             os.close(fd)
     f = LocalFile.open(path)

@@ -635,7 +635,9 @@ class _ShardRead(_ShardJob):
                 )
                 if groups:
                     data = get.ranges(self.proto, self._range_table)
-                    self.set_groups(data if data is not None else [get(self.proto, g) for g in groups])
+                    if data is None:  # not a local file, or a range past its end
+                        data = [get(self.proto, g) for g in groups]
+                    self.set_groups(data)
         except Exception as exc:  # noqa: BLE001 - keyed or noted (_fetch_error), re-raised
             raise _fetch_error(exc, self.key)
         finally:

@@ -132,3 +132,30 @@ def test_local_file_read_ranges(data_file):
         assert f.read_ranges(_table([(0, 2**40)])) is None
     finally:
         f.close()
+
+
+def test_local_file_read_ranges_refusals(data_file, tmp_path):
+    _, _, path = data_file
+    f = LocalFile.open(path)
+    try:
+        with pytest.raises(ValueError, match="inverted"):
+            f.read_ranges(_table([(0, 10), (30, 20)]))
+    finally:
+        f.close()
+    d = LocalFile.open(str(tmp_path))  # a directory opens; LocalStore reads it as no key
+    try:
+        assert d.read_ranges(_table([(0, 4), (8, 12)])) is None
+        assert d.read_range(0, 4) is None
+    finally:
+        d.close()
+
+
+def test_local_file_read_into_far_offset(data_file):
+    _, data, path = data_file
+    f = LocalFile.open(path)
+    try:
+        buf = np.zeros(16, np.uint8)
+        assert f.read_into(2**63, buf).size == 0  # past preadv's signed offset: nothing read
+        assert f.read_into(SIZE - 4, buf).tobytes() == data[-4:]
+    finally:
+        f.close()

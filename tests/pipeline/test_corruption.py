@@ -88,11 +88,14 @@ def test_offset_past_end(sel):
 @pytest.mark.parametrize("store_kind", ["local", "memory"])
 @pytest.mark.parametrize("field,value", [(0, 2**40), (0, 2**63), (1, 2**40), (1, 2**63 + 5)],
                          ids=["offset-2^40", "offset-2^63", "nbytes-2^40", "nbytes-2^63"])
-@pytest.mark.parametrize("how", ["whole", "partial", "reader"])
+@pytest.mark.parametrize("how", ["whole", "pieces", "small", "box", "reader", "stream"])
 def test_entry_far_past_end(tmp_path, store_kind, field, value, how):
     """An entry claiming bytes far past the shard's end (a valid checksum over a bad index) is
     our error on every path, never an attempt to allocate or read that much (MemoryError,
-    OverflowError on local files before)."""
+    OverflowError on local files before): a whole read (the index checked against the shard's
+    size), one in pieces (index read alone), a small box (``_read_small_local``), a box through
+    the general path (its ranges in one ``pread_ranges`` call), ``read_chunk`` and a stream of
+    two chunks (two ranges)."""
     store = zarr.storage.LocalStore(tmp_path) if store_kind == "local" else None
     store, _ = _array(crc=False, store=store)
     raw = _raw(store)
@@ -100,15 +103,23 @@ def test_entry_far_past_end(tmp_path, store_kind, field, value, how):
     index = np.frombuffer(bytes(raw[-n:]), dtype="<u8").reshape(16, 2).copy()
     index[5, field] = value  # inner chunk (1, 1)
     _put(store, KEY, bytes(raw[:-n]) + index.tobytes())
-    with pytest.raises(ZKernelsError, match=KEY), zkernels.enabled():
+    options = {
+        "pieces": {"piece_bytes": 64},  # the 512-byte shard read in pieces
+        "box": {"inline_bytes": 0, "coalesce_max_gap_bytes": 0},
+        "stream": {"coalesce_max_gap_bytes": 0},
+    }.get(how, {})
+    with pytest.raises(ZKernelsError, match=KEY), zkernels.enabled(**options):
         arr = zarr.open_array(store, mode="r")
-        if how == "whole":
+        if how in ("whole", "pieces"):
             arr[:]
-        elif how == "partial":
-            arr[4:8, 4:8]
+        elif how in ("small", "box"):
+            arr[0:8, 4:8]  # inner chunks (0, 1) and (1, 1)
         else:
             with zkernels.ChunkReader(arr) as reader:
-                reader.read_chunk((1, 1))
+                if how == "reader":
+                    reader.read_chunk((1, 1))
+                else:
+                    list(reader.iter_chunks([(0, 1), (1, 1)]))
 
 
 def test_half_empty_entry():
